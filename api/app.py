@@ -1,0 +1,96 @@
+"""The WSGI application: route, authenticate, call a handler, render; one place turns errors into JSON."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import feedback, health, summaries
+from api.auth import authenticate, authorize
+from api.http import FORM_TYPE, Request, Response, parse_form, read_body
+from api.routing import Router
+from shared.config import Settings
+from shared.errors import ApiError, BadRequest, InternalError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/2010-04-01/Accounts/{AccountSid}/Calls"
+# Every API response: never cached, never sniffed; no server banner is added by us.
+COMMON_HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
+
+
+@dataclass
+class Services:
+    """What handlers reach outside the request: the database, the queue, the settings."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    enqueue_summary: Callable[[str], bool]
+    ping_redis: Callable[[], object]
+
+
+def build_router() -> Router:
+    router = Router()
+    router.add(f"{API_PREFIX}/FeedbackSummary.json", POST=summaries.create)
+    router.add(f"{API_PREFIX}/FeedbackSummary/{{Sid}}.json", GET=summaries.fetch, DELETE=summaries.delete)
+    router.add(f"{API_PREFIX}/{{CallSid}}/Feedback.json", GET=feedback.fetch, POST=feedback.update)
+    router.add("/healthz", authenticated=False, GET=health.healthz)
+    router.add("/readyz", authenticated=False, GET=health.readyz)
+    return router
+
+
+def _form(environ: dict, settings: Settings) -> dict[str, list[str]]:
+    body = read_body(environ, settings.max_body_bytes)
+    if not body:
+        return {}
+    content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if content_type not in ("", FORM_TYPE):
+        raise BadRequest(f"Content-Type must be {FORM_TYPE}")
+    return parse_form(body, settings.max_form_fields)
+
+
+class App:
+    def __init__(self, services: Services):
+        self.services = services
+        self.router = build_router()
+
+    def __call__(self, environ: dict, start_response):
+        request_id = "RQ" + secrets.token_hex(16)
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO", "") or "/"
+        try:
+            response = self.handle(environ, method, path, request_id)
+        except ApiError as error:
+            response = Response(error.status, error.to_dict(), list(error.headers))
+        except (OperationalError, PoolTimeout):
+            log.warning("database unavailable", exc_info=True, extra={"request_id": request_id})
+            error = ServiceUnavailable()
+            response = Response(error.status, error.to_dict())
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id, "path": path})
+            error = InternalError()
+            response = Response(error.status, error.to_dict())
+        body = response.encode()
+        headers = [*COMMON_HEADERS, ("Twilio-Request-Id", request_id), *response.headers]
+        if body:
+            headers += [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body)))]
+        start_response(response.status_line(), headers)
+        return [body] if body and method != "HEAD" else []
+
+    def handle(self, environ: dict, method: str, path: str, request_id: str) -> Response:
+        route, handler, params = self.router.match(method, path)
+        with self.services.sessions() as session:
+            request = Request(method, path, request_id, environ, session=session, services=self.services)
+            if not route.authenticated:
+                return handler(request, **params)
+            caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
+            account = authorize(session, caller, params.pop("AccountSid"), path)
+            if method == "POST":
+                request.form = _form(environ, self.services.settings)
+            return handler(request, account, **params)

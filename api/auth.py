@@ -1,0 +1,47 @@
+"""HTTP Basic auth and the subaccount rules of the SPEC."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from sqlalchemy.orm import Session
+
+from shared.errors import NotFound, Unauthorized
+from shared.models import Account
+from shared.sids import ACCOUNT, is_sid
+
+# Compared against when the account does not exist, so that a miss costs what a hit costs.
+_NO_TOKEN = "0" * 32
+
+
+def authenticate(session: Session, authorization: str | None) -> Account:
+    if not authorization:
+        raise Unauthorized("Authentication Error - No credentials provided")
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise Unauthorized("Authentication Error - Basic credentials required")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("Authentication Error - malformed credentials") from None
+    sid, separator, token = decoded.partition(":")
+    if not separator:
+        raise Unauthorized("Authentication Error - malformed credentials")
+    account = session.get(Account, sid) if is_sid(sid, ACCOUNT) else None
+    expected = account.auth_token if account is not None else _NO_TOKEN
+    matches = hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8"))
+    if account is None or not matches:
+        raise Unauthorized()
+    return account
+
+
+def authorize(session: Session, caller: Account, account_sid: str, path: str) -> Account:
+    """The account of the path, if the caller may act on it: itself, or a parent on its subaccount."""
+    if account_sid == caller.sid:
+        return caller
+    target = session.get(Account, account_sid) if is_sid(account_sid, ACCOUNT) else None
+    if target is not None and target.parent_sid == caller.sid:
+        return target
+    raise NotFound(path)

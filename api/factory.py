@@ -1,0 +1,31 @@
+"""Wire the application to this process's database and broker, from the settings."""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+
+from api.app import App, Services
+from shared import queue
+from shared.config import Settings, get_settings
+from shared.db import get_sessionmaker
+from shared.logs import configure_logging
+
+
+def create_app(settings: Settings | None = None) -> App:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @functools.cache
+    def redis_client() -> redis.Redis:
+        url = queue.broker_url(settings)
+        return redis.Redis.from_url(url, socket_timeout=settings.enqueue_timeout_s,
+                                    socket_connect_timeout=settings.enqueue_timeout_s)
+
+    return App(Services(
+        settings=settings,
+        sessions=get_sessionmaker(),
+        enqueue_summary=queue.enqueue_summary,
+        ping_redis=lambda: redis_client().ping(),
+    ))

@@ -1,0 +1,64 @@
+"""Call feedback: one entry per call; posting again replaces it and moves date_updated only."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+
+from api.http import Request, Response
+from shared.errors import BadRequest, NotFound
+from shared.models import FEEDBACK_ISSUES, Account, Call, CallFeedback
+from shared.representations import feedback_resource
+
+SCORE = re.compile(r"[1-5]")
+
+
+def _call(request: Request, account: Account, call_sid: str) -> Call:
+    call = request.session.get(Call, call_sid)
+    if call is None or call.account_sid != account.sid:
+        raise NotFound(request.path)
+    return call
+
+
+def fetch(request: Request, account: Account, CallSid: str) -> Response:
+    _call(request, account, CallSid)
+    feedback = request.session.get(CallFeedback, CallSid)
+    if feedback is None:
+        raise NotFound(request.path)
+    return Response(200, feedback_resource(feedback))
+
+
+def parse_issues(values: list[str]) -> list[str]:
+    issues: list[str] = []
+    for value in values:
+        issue = value.strip()
+        if issue not in FEEDBACK_ISSUES:
+            raise BadRequest(f"Issue must be one of {', '.join(FEEDBACK_ISSUES)}; got {issue[:64]!r}")
+        if issue not in issues:
+            issues.append(issue)
+    return issues
+
+
+def update(request: Request, account: Account, CallSid: str) -> Response:
+    raw_score = request.param("QualityScore")
+    if raw_score is None or not raw_score.strip():
+        raise BadRequest("Missing required parameter QualityScore in the post body")
+    if not SCORE.fullmatch(raw_score.strip()):
+        raise BadRequest("QualityScore must be an integer from 1 to 5")
+    issues = parse_issues(request.params("Issue"))
+    call = _call(request, account, CallSid)
+    statement = insert(CallFeedback).values(
+        call_sid=call.sid, account_sid=call.account_sid, quality_score=int(raw_score), issues=issues
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[CallFeedback.call_sid],
+        set_={"quality_score": statement.excluded.quality_score, "issues": statement.excluded.issues,
+              "date_updated": func.now()},
+    )
+    feedback = request.session.scalars(
+        statement.returning(CallFeedback), execution_options={"populate_existing": True}
+    ).one()
+    request.session.commit()
+    return Response(200, feedback_resource(feedback))

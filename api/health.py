@@ -1,0 +1,27 @@
+"""Liveness (the process answers) and readiness (PostgreSQL and Redis answer)."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from api.http import Request, Response
+from shared.errors import ServiceUnavailable
+
+
+def healthz(request: Request) -> Response:
+    return Response(200, {"status": "ok"})
+
+
+def readyz(request: Request) -> Response:
+    failing = []
+    try:
+        request.session.execute(text("SELECT 1"))
+    except Exception:
+        failing.append("PostgreSQL")
+    try:
+        request.services.ping_redis()
+    except Exception:
+        failing.append("Redis")
+    if failing:
+        raise ServiceUnavailable(f"Service Unavailable: {' and '.join(failing)} not reachable")
+    return Response(200, {"status": "ok", "postgresql": "ok", "redis": "ok"})

@@ -1,0 +1,86 @@
+"""Requests and responses: bounded body reading, strict form parsing, JSON rendering."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+from shared.errors import BadRequest, PayloadTooLarge
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def read_body(environ: dict, max_bytes: int) -> bytes:
+    """Read at most max_bytes; a larger body (declared or actual) is a 413, never read whole."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise BadRequest("Content-Length must be a non-negative integer") from None
+        if length < 0:
+            raise BadRequest("Content-Length must be a non-negative integer")
+        if length > max_bytes:
+            raise PayloadTooLarge(max_bytes)
+        return environ["wsgi.input"].read(length) if length else b""
+    # No length (chunked): gunicorn hands over the decoded stream; read one byte past the cap to tell.
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked":
+        return b""
+    body = environ["wsgi.input"].read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(max_bytes)
+    return body
+
+
+def parse_form(body: bytes, max_fields: int) -> dict[str, list[str]]:
+    try:
+        text = body.decode("utf-8")
+        return parse_qs(text, keep_blank_values=True, errors="strict", max_num_fields=max_fields)
+    except UnicodeDecodeError:
+        raise BadRequest("The request body is not valid UTF-8") from None
+    except ValueError:
+        raise BadRequest(f"The request has more than {max_fields} parameters") from None
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    request_id: str
+    environ: dict
+    session: Any = None  # the request's sqlalchemy Session
+    services: Any = None  # api.app.Services
+    form: dict[str, list[str]] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    def param(self, name: str) -> str | None:
+        """A single-valued form parameter; given twice it is ambiguous, so it is refused."""
+        values = self.form.get(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise BadRequest(f"Parameter {name} was given more than once")
+        return values[0]
+
+    def params(self, name: str) -> list[str]:
+        return self.form.get(name, [])
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # JSON-serialisable, or None for an empty body
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def status_line(self) -> str:
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
+
+    def encode(self) -> bytes:
+        if self.body is None:
+            return b""
+        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")

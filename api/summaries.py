@@ -1,0 +1,163 @@
+"""Feedback summaries: create (queued, committed, then enqueued), fetch, delete."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from api.http import Request, Response
+from shared.errors import BadRequest, NotFound
+from shared.formats import parse_bool
+from shared.models import Account, FeedbackSummary, IdempotencyKey
+from shared.representations import summary_resource
+from shared.sids import SUMMARY, new_sid
+
+DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The window's end is EndDate + 1 day; keep every date where that arithmetic cannot overflow.
+EARLIEST_DATE, LATEST_DATE = dt.date(1970, 1, 1), dt.date(9999, 12, 30)
+MAX_CALLBACK_URL_CHARS = 2048
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+@dataclass(frozen=True)
+class CreateParams:
+    start_date: dt.date
+    end_date: dt.date
+    include_subaccounts: bool
+    status_callback: str | None
+    status_callback_method: str
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(asdict(self), default=str, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _date(request: Request, name: str) -> dt.date:
+    raw = request.param(name)
+    if raw is None or not raw.strip():
+        raise BadRequest(f"Missing required parameter {name} in the post body")
+    raw = raw.strip()
+    try:
+        if not DATE_FORMAT.fullmatch(raw):
+            raise ValueError
+        value = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a date in YYYY-MM-DD format") from None
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise BadRequest(f"{name} must be between {EARLIEST_DATE} and {LATEST_DATE}")
+    return value
+
+
+def _callback_url(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    raw = raw.strip()
+    if len(raw) > MAX_CALLBACK_URL_CHARS:
+        raise BadRequest(f"StatusCallback must be at most {MAX_CALLBACK_URL_CHARS} characters")
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a malformed port or IPv6 literal
+        valid = False
+    if not valid or any(ch.isspace() or ord(ch) < 32 for ch in raw):
+        raise BadRequest("StatusCallback must be an absolute http or https URL")
+    return raw
+
+
+def parse_create(request: Request) -> CreateParams:
+    start_date, end_date = _date(request, "StartDate"), _date(request, "EndDate")
+    if end_date < start_date:
+        raise BadRequest("EndDate must be on or after StartDate")
+    raw_include = request.param("IncludeSubaccounts")
+    include = False
+    if raw_include is not None and raw_include.strip():
+        include = parse_bool(raw_include)
+        if include is None:
+            raise BadRequest("IncludeSubaccounts must be true or false")
+    method = (request.param("StatusCallbackMethod") or "").strip().upper() or "POST"
+    if method not in ("GET", "POST"):
+        raise BadRequest("StatusCallbackMethod must be GET or POST")
+    return CreateParams(start_date, end_date, include, _callback_url(request.param("StatusCallback")), method)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.header("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters")
+    return key
+
+
+def _claim_key(session: Session, account: Account, key: str, params: CreateParams, summary_sid: str, window_s: int) -> bool:
+    """Record the key for this summary; False if a live one exists (an expired one is taken over)."""
+    values = dict(account_sid=account.sid, key=key, request_fingerprint=params.fingerprint(), summary_sid=summary_sid)
+    statement = insert(IdempotencyKey).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[IdempotencyKey.account_sid, IdempotencyKey.key],
+        set_={**{k: statement.excluded[k] for k in ("request_fingerprint", "summary_sid")}, "date_created": func.now()},
+        where=IdempotencyKey.date_created < func.now() - dt.timedelta(seconds=window_s),
+    )
+    return session.execute(statement.returning(IdempotencyKey.key)).first() is not None
+
+
+def _replay(session: Session, account: Account, key: str, params: CreateParams) -> Response | None:
+    """The original summary for this key, or None if it was deleted since the key was claimed."""
+    existing = session.get(IdempotencyKey, (account.sid, key))
+    if existing is None:
+        return None
+    if existing.request_fingerprint != params.fingerprint():
+        raise BadRequest("Idempotency-Key was already used with different parameters")
+    summary = session.get(FeedbackSummary, existing.summary_sid)
+    return Response(201, summary_resource(summary), [("Idempotent-Replayed", "true")])
+
+
+def create(request: Request, account: Account) -> Response:
+    params = parse_create(request)
+    key = _idempotency_key(request)
+    session, services = request.session, request.services
+    # Two rounds at most: a key whose summary is deleted between our insert and our read is free again.
+    for _ in range(2):
+        summary = FeedbackSummary(
+            sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params)
+        )
+        session.add(summary)
+        session.flush()
+        window_s = services.settings.idempotency_window_s
+        if key is None or _claim_key(session, account, key, params, summary.sid, window_s):
+            break
+        session.rollback()
+        replayed = _replay(session, account, key, params)
+        if replayed is not None:
+            return replayed
+    session.commit()
+    # Only after the commit: a worker must never receive an id it cannot read.
+    services.enqueue_summary(summary.sid)
+    return Response(201, summary_resource(summary))
+
+
+def _owned_summary(request: Request, account: Account, sid: str) -> FeedbackSummary:
+    summary = request.session.get(FeedbackSummary, sid)
+    if summary is None or summary.account_sid != account.sid:
+        raise NotFound(request.path)
+    return summary
+
+
+def fetch(request: Request, account: Account, Sid: str) -> Response:
+    return Response(200, summary_resource(_owned_summary(request, account, Sid)))
+
+
+def delete(request: Request, account: Account, Sid: str) -> Response:
+    summary = _owned_summary(request, account, Sid)
+    request.session.delete(summary)
+    request.session.commit()
+    return Response(204)

@@ -1,0 +1,78 @@
+"""The commands behind `summaries`, one function each; `up` lives in cli/up.py."""
+
+from __future__ import annotations
+
+import argparse
+
+from sqlalchemy.orm import Session
+
+from shared.accounts import AccountError, create_account
+from shared.db import get_engine
+from shared.imports import ImportFailed, import_calls, import_feedback
+from shared.models import Account
+from shared.seed import seed as seed_account
+
+
+class CommandError(Exception):
+    """Raised for a command that cannot do what was asked; printed without a traceback."""
+
+
+def up(args: argparse.Namespace) -> int:
+    from cli.up import run
+
+    return run(args)
+
+
+def migrate(args: argparse.Namespace) -> None:
+    from shared.migrate import upgrade
+
+    upgrade(get_engine().url.render_as_string(hide_password=False))
+    print("migrations applied")
+
+
+def accounts(args: argparse.Namespace) -> None:
+    from cli.main import print_json
+
+    with Session(get_engine()) as session:
+        try:
+            account = create_account(session, args.name, args.parent)
+        except AccountError as error:
+            raise CommandError(error) from None
+        session.commit()
+    if args.json:
+        print_json({"sid": account.sid, "auth_token": account.auth_token, "parent_sid": account.parent_sid,
+                    "friendly_name": account.friendly_name})
+    else:
+        print(f"account_sid  {account.sid}\nauth_token   {account.auth_token}")
+
+
+def _import(args: argparse.Namespace, load) -> None:
+    try:
+        with get_engine().begin() as connection, args.file.open(newline="", encoding="utf-8") as file:
+            count = load(connection, file)
+    except FileNotFoundError:
+        raise CommandError(f"{args.file}: no such file") from None
+    except UnicodeDecodeError as error:
+        raise CommandError(f"{args.file} is not UTF-8 ({error.reason}); nothing was loaded") from None
+    except ImportFailed as error:
+        raise CommandError(f"{args.file}: {error}; nothing was loaded") from None
+    print(f"{count} rows loaded from {args.file}")
+
+
+def calls(args: argparse.Namespace) -> None:
+    _import(args, import_calls)
+
+
+def feedback(args: argparse.Namespace) -> None:
+    _import(args, import_feedback)
+
+
+def seed(args: argparse.Namespace) -> None:
+    if args.calls < 0 or args.days < 1:
+        raise CommandError("--calls must be 0 or more and --days 1 or more")
+    with get_engine().connect() as connection:
+        if Session(connection).get(Account, args.account) is None:
+            raise CommandError(f"account {args.account} does not exist")
+        connection.rollback()
+        seed_account(connection, args.account, args.calls, args.days)
+    print(f"seeded {args.calls} calls over {args.days} days for {args.account}")

@@ -1,0 +1,65 @@
+"""`summaries`: the operator's command line. Every command reaches the same database as the system."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="summaries", description=__doc__)
+    parser.add_argument("--data-dir", help="where the embedded PostgreSQL and Redis live (default: ./.data, "
+                                           "or SUMMARIES_DATA_DIR)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the API, a worker and the scheduler in the foreground")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--web-processes", type=int, default=2)
+    up.add_argument("--worker-concurrency", type=int, default=2)
+    up.add_argument("--demo", action="store_true", help="create and seed a demo account once, and print a curl")
+
+    commands.add_parser("migrate", help="apply the database migrations")
+
+    accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True)
+    create = accounts.add_parser("create", help="create an account and print its SID and auth token")
+    create.add_argument("--parent", metavar="AC...", help="make it a subaccount of this account")
+    create.add_argument("--name", help="friendly name")
+    create.add_argument("--json", action="store_true", help="print JSON")
+
+    for name, columns in (("calls", "sid,account_sid,start_time"),
+                          ("feedback", "call_sid,quality_score,issues,date_created")):
+        group = commands.add_parser(name, help=f"bulk-load {name}").add_subparsers(dest="action", required=True)
+        load = group.add_parser("import", help=f"load a CSV file with header {columns}; all or nothing")
+        load.add_argument("file", type=Path)
+
+    seed = commands.add_parser("seed", help="add realistic synthetic calls and feedback to an account")
+    seed.add_argument("--account", required=True, metavar="AC...")
+    seed.add_argument("--calls", type=int, required=True)
+    seed.add_argument("--days", type=int, default=30)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.data_dir:
+        # Before anything reads the settings, which happens once per process.
+        os.environ["SUMMARIES_DATA_DIR"] = str(Path(args.data_dir).absolute())
+    from cli import commands
+
+    try:
+        return getattr(commands, args.command)(args) or 0
+    except commands.CommandError as error:
+        print(f"summaries {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

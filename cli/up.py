@@ -1,0 +1,148 @@
+"""`summaries up`: the whole system in the foreground; Ctrl-C stops every part cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.accounts import create_account
+from shared.config import get_settings
+from shared.db import database_url, make_engine
+from shared.embedded import EmbeddedRedis, inherit_urls_env
+from shared.migrate import upgrade
+from shared.models import Account
+from shared.seed import seed
+
+DEMO_NAME = "Demo account"
+DEMO_DAYS = 30
+STOP_TIMEOUT_S = 20
+
+
+def ensure_demo(url: str) -> Account:
+    """The demo account (and a subaccount), created and seeded the first time only."""
+    engine = make_engine(url)
+    with Session(engine, expire_on_commit=False) as session:
+        demo = session.scalar(select(Account).where(Account.friendly_name == DEMO_NAME,
+                                                    Account.parent_sid.is_(None)))
+        if demo is not None:
+            return demo
+        demo = create_account(session, DEMO_NAME)
+        sub = create_account(session, "Demo subaccount", demo.sid)
+        session.commit()
+    print("seeding the demo account (20,000 calls and a subaccount with 5,000, over 30 days)...", flush=True)
+    with engine.connect() as connection:
+        seed(connection, demo.sid, 20_000, DEMO_DAYS)
+        seed(connection, sub.sid, 5_000, DEMO_DAYS)
+    engine.dispose()
+    return demo
+
+
+def _children(args: argparse.Namespace, data_dir) -> list[tuple[str, list[str]]]:
+    python = sys.executable
+    return [
+        ("web", [python, "-m", "gunicorn", "api.wsgi:application", "--bind", f"{args.host}:{args.port}",
+                 "--workers", str(args.web_processes), "--access-logfile", "-", "--graceful-timeout", "10"]),
+        ("worker", [python, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "summaries,callbacks",
+                    "--concurrency", str(args.worker_concurrency), "-n", "summaries@%h", "--loglevel", "INFO"]),
+        ("scheduler", [python, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
+                       "-s", str(data_dir / "celerybeat-schedule")]),
+    ]
+
+
+def _wait_healthy(base_url: str, processes: dict, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes.values()):
+            return False
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _banner(base_url: str, demo: Account | None) -> str:
+    lines = [f"\nCall Feedback Summaries is up at {base_url}"]
+    if demo is not None:
+        end = dt.date.today()
+        start = end - dt.timedelta(days=DEMO_DAYS)
+        path = f"/2010-04-01/Accounts/{demo.sid}/Calls/FeedbackSummary"
+        lines += [
+            f"  demo account  {demo.sid}",
+            f"  auth token    {demo.auth_token}",
+            "",
+            "Create a summary of the last 30 days, the subaccount included:",
+            f"  curl -s -u {demo.sid}:{demo.auth_token} -d StartDate={start} -d EndDate={end} \\",
+            f"       -d IncludeSubaccounts=true {base_url}{path}.json",
+            "Fetch it (use the sid the create printed):",
+            f"  curl -s -u {demo.sid}:{demo.auth_token} {base_url}{path}/FS....json",
+        ]
+    lines += ["", "Ctrl-C stops everything.\n"]
+    return "\n".join(lines)
+
+
+def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for name, process in processes.items():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in {STOP_TIMEOUT_S}s; killing it", file=sys.stderr)
+            process.kill()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    embedded_redis = None
+    db_url = database_url(settings)  # starts the embedded PostgreSQL when DATABASE_URL is unset
+    broker = settings.redis_url
+    if broker is None:
+        embedded_redis = EmbeddedRedis(settings.data_dir)
+        broker = embedded_redis.start()
+    upgrade(db_url)
+    demo = ensure_demo(db_url) if args.demo else None
+
+    stopping = False
+
+    def request_stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    env = inherit_urls_env(db_url, broker)
+    # Own sessions: Ctrl-C reaches only us, and we stop the children in order, gracefully.
+    processes = {name: subprocess.Popen(command, env=env, start_new_session=True)
+                 for name, command in _children(args, settings.data_dir)}
+    base_url = f"http://{args.host}:{args.port}"
+    status = 0
+    try:
+        if not _wait_healthy(base_url, processes):
+            print("the API did not come up; see the log above", file=sys.stderr)
+            return 1
+        print(_banner(base_url, demo), flush=True)
+        while not stopping:
+            exited = [name for name, process in processes.items() if process.poll() is not None]
+            if exited:
+                print(f"{', '.join(exited)} exited; stopping everything", file=sys.stderr)
+                status = 1
+                break
+            time.sleep(0.3)
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        _stop(processes)
+        if embedded_redis is not None:
+            embedded_redis.stop()
+    return status

@@ -1,0 +1,80 @@
+"""The summary's numbers, computed by PostgreSQL with aggregates over the window (SPEC, semantics).
+
+Only a handful of aggregate values come back to Python, which rounds and formats them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import Session
+
+from shared.formats import percentage, round4
+from shared.models import Account, Call, CallFeedback
+
+
+@dataclass(frozen=True)
+class SummaryResult:
+    call_count: int
+    call_feedback_count: int
+    quality_score_average: Decimal | None
+    quality_score_median: Decimal | None
+    quality_score_standard_deviation: Decimal | None
+    issues: list[dict]
+
+    def columns(self) -> dict:
+        return self.__dict__.copy()
+
+
+def window(start_date: dt.date, end_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[StartDate 00:00 UTC, EndDate + 1 day 00:00 UTC)"""
+    utc = dt.timezone.utc
+    return (dt.datetime.combine(start_date, dt.time(), utc),
+            dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time(), utc))
+
+
+def scope(session: Session, account_sid: str, include_subaccounts: bool) -> list[str]:
+    if not include_subaccounts:
+        return [account_sid]
+    children = session.scalars(select(Account.sid).where(Account.parent_sid == account_sid))
+    return [account_sid, *children]
+
+
+def issue_list(issue_counts: list[tuple[str, int]], call_count: int) -> list[dict]:
+    """Ordered by count descending, then description."""
+    ordered = sorted(issue_counts, key=lambda pair: (-pair[1], pair[0]))
+    return [{"description": issue, "count": count, "percentage_of_total_calls": percentage(count, call_count)}
+            for issue, count in ordered]
+
+
+def compute(session: Session, account_sid: str, include_subaccounts: bool,
+            start_date: dt.date, end_date: dt.date) -> SummaryResult:
+    accounts = scope(session, account_sid, include_subaccounts)
+    low, high = window(start_date, end_date)
+    call_count = session.scalar(
+        select(func.count()).where(Call.account_sid.in_(accounts), Call.start_time >= low, Call.start_time < high)
+    )
+    in_window = (CallFeedback.account_sid.in_(accounts), CallFeedback.date_created >= low,
+                 CallFeedback.date_created < high)
+    score = CallFeedback.quality_score
+    count, average, median, deviation = session.execute(
+        select(func.count(), func.avg(score), func.percentile_cont(0.5).within_group(score), func.stddev_pop(score))
+        .where(*in_window)
+    ).one()
+    issue = func.unnest(CallFeedback.issues).table_valued("value").alias("issue")
+    issue_counts = session.execute(
+        select(issue.c.value, func.count()).select_from(CallFeedback).join(issue, true())
+        .where(*in_window).group_by(issue.c.value)
+    ).all()
+    return SummaryResult(
+        call_count=call_count,
+        call_feedback_count=count,
+        quality_score_average=round4(average),
+        # percentile_cont answers in float8; a median of integers is exact there (n or n.5).
+        quality_score_median=round4(Decimal(str(median))) if median is not None else None,
+        quality_score_standard_deviation=round4(deviation),
+        issues=issue_list([tuple(row) for row in issue_counts], call_count),
+    )

@@ -1,0 +1,71 @@
+"""Settings, read once from the environment: one line per variable, typed, with its default."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingError(ValueError):
+    """Raised when an environment variable holds a value of the wrong type."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None  # unset: the embedded PostgreSQL in data_dir
+    redis_url: str | None  # unset: the embedded Redis in data_dir
+    data_dir: Path
+    max_body_bytes: int
+    max_form_fields: int
+    idempotency_window_s: int
+    enqueue_timeout_s: float
+    summary_lease_s: int
+    sweep_interval_s: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            database_url=_optional(env, "DATABASE_URL"),
+            redis_url=_optional(env, "REDIS_URL"),
+            data_dir=Path(env.get("SUMMARIES_DATA_DIR", "") or ".data").absolute(),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
+            max_form_fields=_int(env, "MAX_FORM_FIELDS", 100),
+            idempotency_window_s=_int(env, "IDEMPOTENCY_WINDOW_S", 24 * 3600),
+            enqueue_timeout_s=_float(env, "ENQUEUE_TIMEOUT_S", 2.0),
+            summary_lease_s=_int(env, "SUMMARY_LEASE_S", 300),
+            sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30),
+            log_level=env.get("LOG_LEVEL", "") or "INFO",
+        )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings.from_env()

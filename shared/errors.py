@@ -1,0 +1,77 @@
+"""The one error hierarchy. Each class declares its HTTP status and Twilio code; to_dict() renders it."""
+
+from __future__ import annotations
+
+MORE_INFO = "https://www.twilio.com/docs/errors/{code}"
+
+
+class ApiError(Exception):
+    """Base: an error answered to the client in Twilio's JSON format."""
+
+    status = 500
+    code = 20500
+    message = "Internal Server Error"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+
+    def to_dict(self) -> dict:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "more_info": MORE_INFO.format(code=self.code),
+            "status": self.status,
+        }
+
+
+class BadRequest(ApiError):
+    """A parameter is missing or invalid; the message names it."""
+
+    status, code, message = 400, 20001, "Invalid request"
+
+
+class Unauthorized(ApiError):
+    """Credentials are missing, malformed or wrong."""
+
+    status, code, message = 401, 20003, "Authentication Error - invalid username or password"
+    headers = (("WWW-Authenticate", 'Basic realm="Twilio API"'),)
+
+
+class NotFound(ApiError):
+    """No such resource, or one the caller may not see (existence is not revealed)."""
+
+    status, code = 404, 20404
+
+    def __init__(self, path: str):
+        super().__init__(f"The requested resource {path} was not found")
+
+
+class MethodNotAllowed(ApiError):
+    """The path exists but not with this method; Allow lists the ones it has."""
+
+    status, code, message = 405, 20004, "Method not allowed"
+
+    def __init__(self, allowed: list[str]):
+        super().__init__()
+        self.headers = (("Allow", ", ".join(sorted(allowed))),)
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is over the configured cap."""
+
+    status, code = 413, 20001
+
+    def __init__(self, max_bytes: int):
+        super().__init__(f"Request body is larger than the limit of {max_bytes} bytes")
+
+
+class ServiceUnavailable(ApiError):
+    """A dependency (PostgreSQL or Redis) cannot be reached."""
+
+    status, code, message = 503, 20503, "Service Unavailable"
+
+
+class InternalError(ApiError):
+    """Anything unexpected: logged with its traceback, answered without one."""

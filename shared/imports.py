@@ -1,0 +1,150 @@
+"""Bulk loading of calls and call feedback from CSV with COPY, all or nothing.
+
+Rows are checked in Python (so a bad one is reported with its line number), streamed with COPY
+into a temporary staging table, checked against the database in a few set-based queries, and
+moved into place in the same transaction. Any error rolls the whole file back.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from typing import IO, Iterator
+
+from sqlalchemy import Connection
+
+from shared.models import FEEDBACK_ISSUES
+from shared.sids import ACCOUNT, CALL, is_sid
+
+CALL_COLUMNS = ("sid", "account_sid", "start_time")
+FEEDBACK_COLUMNS = ("call_sid", "quality_score", "issues", "date_created")
+ISSUE_SET = frozenset(FEEDBACK_ISSUES)
+
+
+class ImportFailed(ValueError):
+    """Raised for a file that cannot be loaded; the message names the line."""
+
+    def __init__(self, line: int | None, message: str):
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+
+
+def _timestamp(raw: str, line: int, column: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ImportFailed(line, f"{column} {raw!r} is not an ISO 8601 timestamp") from None
+    # Naive timestamps are UTC, as the platform exports them.
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+def _rows(file: IO[str], columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(file)
+    header = next(reader, None)
+    if header is None:
+        raise ImportFailed(1, "the file is empty; expected a header " + ",".join(columns))
+    header = [name.strip().lower() for name in header]
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise ImportFailed(1, f"header lacks {', '.join(missing)}; expected {','.join(columns)}")
+    positions = [header.index(name) for name in columns]
+    width = max(positions)
+    for record in reader:
+        line = reader.line_num
+        if not record:
+            continue
+        if len(record) <= width:
+            raise ImportFailed(line, f"expected at least {width + 1} fields, found {len(record)}")
+        yield line, [record[i] for i in positions]
+
+
+def _calls(file: IO[str]) -> Iterator[tuple]:
+    for line, (sid, account_sid, start_time) in _rows(file, CALL_COLUMNS):
+        sid, account_sid = sid.strip(), account_sid.strip()
+        if not is_sid(sid, CALL):
+            raise ImportFailed(line, f"sid {sid[:40]!r} is not a call SID (CA + 32 lowercase hex digits)")
+        if not is_sid(account_sid, ACCOUNT):
+            raise ImportFailed(line, f"account_sid {account_sid[:40]!r} is not an account SID")
+        yield line, sid, account_sid, _timestamp(start_time, line, "start_time")
+
+
+def _feedback(file: IO[str]) -> Iterator[tuple]:
+    for line, (call_sid, score, issues, date_created) in _rows(file, FEEDBACK_COLUMNS):
+        call_sid, score = call_sid.strip(), score.strip()
+        if not is_sid(call_sid, CALL):
+            raise ImportFailed(line, f"call_sid {call_sid[:40]!r} is not a call SID")
+        if score not in ("1", "2", "3", "4", "5"):
+            raise ImportFailed(line, f"quality_score {score[:10]!r} is not an integer from 1 to 5")
+        names = list(dict.fromkeys(name.strip() for name in issues.split(";") if name.strip()))
+        unknown = [name for name in names if name not in ISSUE_SET]
+        if unknown:
+            raise ImportFailed(line, f"unknown issue {unknown[0][:40]!r}")
+        yield line, call_sid, int(score), names, _timestamp(date_created, line, "date_created")
+
+
+def _copy(connection: Connection, table: str, columns: str, rows: Iterator[tuple]) -> int:
+    count = 0
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+    return count
+
+
+def _first(connection: Connection, sql: str) -> tuple | None:
+    return connection.exec_driver_sql(sql).first()
+
+
+def import_calls(connection: Connection, file: IO[str]) -> int:
+    """Load calls; a call already present with the same account and time is skipped (re-import is safe)."""
+    connection.exec_driver_sql(
+        "CREATE TEMP TABLE staged_calls (line int, sid text, account_sid text, start_time timestamptz) ON COMMIT DROP"
+    )
+    count = _copy(connection, "staged_calls", "line, sid, account_sid, start_time", _calls(file))
+    checks = [
+        ("SELECT max(line), sid FROM staged_calls GROUP BY sid HAVING count(*) > 1 ORDER BY 1 LIMIT 1",
+         "call {1} appears twice in the file"),
+        ("SELECT s.line, s.account_sid FROM staged_calls s LEFT JOIN accounts a ON a.sid = s.account_sid "
+         "WHERE a.sid IS NULL ORDER BY s.line LIMIT 1", "account {1} does not exist"),
+        ("SELECT s.line, s.sid FROM staged_calls s JOIN calls c ON c.sid = s.sid "
+         "WHERE (c.account_sid, c.start_time) IS DISTINCT FROM (s.account_sid, s.start_time) ORDER BY s.line LIMIT 1",
+         "call {1} already exists with another account or start_time"),
+    ]
+    for sql, message in checks:
+        bad = _first(connection, sql)
+        if bad:
+            raise ImportFailed(bad[0], message.format(*bad))
+    connection.exec_driver_sql(
+        "INSERT INTO calls (sid, account_sid, start_time) SELECT sid, account_sid, start_time FROM staged_calls "
+        "ON CONFLICT (sid) DO NOTHING"
+    )
+    return count
+
+
+def import_feedback(connection: Connection, file: IO[str]) -> int:
+    """Load feedback; an entry for a call that has one replaces it, as posting to the API does."""
+    connection.exec_driver_sql(
+        "CREATE TEMP TABLE staged_feedback (line int, call_sid text, quality_score smallint, issues text[], "
+        "date_created timestamptz) ON COMMIT DROP"
+    )
+    count = _copy(connection, "staged_feedback", "line, call_sid, quality_score, issues, date_created",
+                  _feedback(file))
+    checks = [
+        ("SELECT max(line), call_sid FROM staged_feedback GROUP BY call_sid HAVING count(*) > 1 ORDER BY 1 LIMIT 1",
+         "call {1} has two feedback entries in the file"),
+        ("SELECT s.line, s.call_sid FROM staged_feedback s LEFT JOIN calls c ON c.sid = s.call_sid "
+         "WHERE c.sid IS NULL ORDER BY s.line LIMIT 1", "call {1} does not exist"),
+    ]
+    for sql, message in checks:
+        bad = _first(connection, sql)
+        if bad:
+            raise ImportFailed(bad[0], message.format(*bad))
+    connection.exec_driver_sql(
+        "INSERT INTO call_feedback (call_sid, account_sid, quality_score, issues, date_created, date_updated) "
+        "SELECT s.call_sid, c.account_sid, s.quality_score, s.issues, s.date_created, now() "
+        "FROM staged_feedback s JOIN calls c ON c.sid = s.call_sid "
+        "ON CONFLICT (call_sid) DO UPDATE SET quality_score = excluded.quality_score, issues = excluded.issues, "
+        "date_created = excluded.date_created, date_updated = now()"
+    )
+    return count

@@ -1,0 +1,148 @@
+"""The tables. Every piece of state a job needs to survive a restart lives here, not in Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.status import SummaryStatus
+
+# The issue types of the SPEC, in the order Twilio documents them alphabetically.
+FEEDBACK_ISSUES = (
+    "audio-latency",
+    "digits-not-captured",
+    "dropped-call",
+    "imperfect-audio",
+    "incorrect-caller-id",
+    "one-way-audio",
+    "post-dial-delay",
+    "unsolicited-call",
+)
+_ISSUES_SQL = ",".join(f"'{issue}'" for issue in FEEDBACK_ISSUES)
+_STATUSES_SQL = ",".join(f"'{status.value}'" for status in SummaryStatus)
+
+Sid = String(34)
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    # Server defaults (now(), 'queued') come back with RETURNING on insert, so a fresh row is complete.
+    __mapper_args__ = {"eager_defaults": True}
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint("parent_sid IS NULL OR parent_sid <> sid", name="not_own_parent"),)
+
+    sid: Mapped[str] = mapped_column(Sid, primary_key=True)
+    # One level only, as at Twilio: the CLI refuses a parent that itself has a parent.
+    parent_sid: Mapped[str | None] = mapped_column(Sid, ForeignKey("accounts.sid"), index=True)
+    friendly_name: Mapped[str] = mapped_column(Text)
+    auth_token: Mapped[str] = mapped_column(String(32))
+    date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    __table_args__ = (Index("calls_account_start_time", "account_sid", "start_time"),)
+
+    sid: Mapped[str] = mapped_column(Sid, primary_key=True)
+    account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid"))
+    start_time: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class CallFeedback(Base):
+    """At most one entry per call; posting again replaces it and moves date_updated only."""
+
+    __tablename__ = "call_feedback"
+    __table_args__ = (
+        CheckConstraint("quality_score BETWEEN 1 AND 5", name="quality_score_range"),
+        CheckConstraint(f"issues <@ ARRAY[{_ISSUES_SQL}]::text[]", name="known_issues"),
+        # Covers the summary's aggregates: scores and issues are read from the index alone.
+        Index(
+            "call_feedback_account_date_created",
+            "account_sid",
+            "date_created",
+            postgresql_include=["quality_score", "issues"],
+        ),
+    )
+
+    call_sid: Mapped[str] = mapped_column(Sid, ForeignKey("calls.sid", ondelete="CASCADE"), primary_key=True)
+    # Copied from the call so that a summary filters feedback by account without a join.
+    account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid"))
+    quality_score: Mapped[int] = mapped_column(SmallInteger)
+    issues: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    date_updated: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class FeedbackSummary(Base):
+    __tablename__ = "feedback_summaries"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUSES_SQL})", name="known_status"),
+        CheckConstraint("end_date >= start_date", name="ordered_dates"),
+        CheckConstraint("status_callback_method IN ('GET', 'POST')", name="callback_method"),
+        Index("feedback_summaries_account_created", "account_sid", "date_created"),
+        # The sweeper's scan: only unfinished summaries, which stay few.
+        Index(
+            "feedback_summaries_unfinished",
+            "status",
+            "date_updated",
+            postgresql_where=text("status IN ('queued', 'in-progress')"),
+        ),
+    )
+
+    sid: Mapped[str] = mapped_column(Sid, primary_key=True)
+    account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid", ondelete="CASCADE"))
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date] = mapped_column(Date)
+    include_subaccounts: Mapped[bool]
+    status: Mapped[str] = mapped_column(String(16), server_default=SummaryStatus.QUEUED.value)
+    status_callback: Mapped[str | None] = mapped_column(Text)
+    status_callback_method: Mapped[str] = mapped_column(String(4), server_default="POST")
+    call_count: Mapped[int | None]
+    call_feedback_count: Mapped[int | None]
+    quality_score_average: Mapped[Decimal | None] = mapped_column(Numeric(6, 4))
+    quality_score_median: Mapped[Decimal | None] = mapped_column(Numeric(6, 4))
+    quality_score_standard_deviation: Mapped[Decimal | None] = mapped_column(Numeric(6, 4))
+    issues: Mapped[list[dict] | None] = mapped_column(JSONB)
+    # Operator-facing bookkeeping, never part of the API representation.
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    date_updated: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` seen on a create, kept for the idempotency window."""
+
+    __tablename__ = "idempotency_keys"
+
+    account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # A hash of the create parameters: the same key with other parameters is refused.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    # Deleting the summary forgets the key: the next request with it creates a new summary.
+    summary_sid: Mapped[str] = mapped_column(
+        Sid, ForeignKey("feedback_summaries.sid", ondelete="CASCADE"), index=True
+    )
+    date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())

@@ -1,0 +1,100 @@
+"""The Celery application's wiring, shared by the API (which sends) and the workers (which run).
+
+Messages are JSON and carry ids only; PostgreSQL holds the state, so there is no result backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import redis
+from celery import Celery
+
+from shared import embedded
+from shared.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+SUMMARIES_QUEUE = "summaries"
+CALLBACKS_QUEUE = "callbacks"
+COMPUTE_SUMMARY = "summaries.compute"
+SWEEP = "summaries.sweep"
+# "A compute message for this summary is in Redis": set on send, cleared on claim. Lost with the
+# queue itself (FLUSHALL, an emptied restart), which is exactly when the sweeper must re-send.
+IN_FLIGHT_KEY = "cfs:inflight:{sid}"
+IN_FLIGHT_TTL_S = 3600
+
+
+def broker_url(settings: Settings) -> str:
+    return settings.redis_url or embedded.redis_url(settings.data_dir)
+
+
+def make_celery(url: str, settings: Settings) -> Celery:
+    app = Celery("call_feedback_summaries", broker=url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        # A message is acknowledged only after its task ran, and a worker that dies returns it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=SUMMARIES_QUEUE,
+        task_routes={"summaries.*": {"queue": SUMMARIES_QUEUE}, "callbacks.*": {"queue": CALLBACKS_QUEUE}},
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=settings.enqueue_timeout_s,
+        broker_transport_options={
+            "socket_timeout": settings.enqueue_timeout_s,
+            "socket_connect_timeout": settings.enqueue_timeout_s,
+            # Redelivery of an unacknowledged message after a lost worker; the sweeper is faster.
+            "visibility_timeout": 3600,
+        },
+        # Events for Flower and `celery events`.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "sweep-lost-work": {"task": SWEEP, "schedule": float(settings.sweep_interval_s)},
+        },
+    )
+    return app
+
+
+@functools.cache
+def get_celery() -> Celery:
+    settings = get_settings()
+    return make_celery(broker_url(settings), settings)
+
+
+@functools.cache
+def get_redis() -> redis.Redis:
+    settings = get_settings()
+    timeout_s = settings.enqueue_timeout_s
+    return redis.Redis.from_url(broker_url(settings), socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+def enqueue_summary(summary_sid: str) -> bool:
+    """Send the compute message; False when Redis cannot take it (the sweeper re-sends it later)."""
+    try:
+        get_celery().send_task(COMPUTE_SUMMARY, args=[summary_sid], queue=SUMMARIES_QUEUE, retry=False)
+        get_redis().set(IN_FLIGHT_KEY.format(sid=summary_sid), 1, ex=IN_FLIGHT_TTL_S)
+    except Exception:
+        log.warning("enqueue failed; the sweeper will re-send", exc_info=True, extra={"summary_sid": summary_sid})
+        return False
+    return True
+
+
+def clear_in_flight(summary_sid: str) -> None:
+    try:
+        get_redis().delete(IN_FLIGHT_KEY.format(sid=summary_sid))
+    except redis.RedisError:
+        log.warning("could not clear the in-flight marker", extra={"summary_sid": summary_sid})
+
+
+def without_message(client: redis.Redis, summary_sids: list[str]) -> list[str]:
+    """The summaries that have no compute message in flight."""
+    if not summary_sids:
+        return []
+    markers = client.mget([IN_FLIGHT_KEY.format(sid=sid) for sid in summary_sids])
+    return [sid for sid, marker in zip(summary_sids, markers) if marker is None]

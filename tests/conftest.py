@@ -1,0 +1,80 @@
+"""Real PostgreSQL and Redis for every test that needs them.
+
+TEST_DATABASE_URL / TEST_REDIS_URL when set (CI sets them), otherwise embedded servers started in a
+temporary directory for this run. The schema is rebuilt with the migrations once per run; every
+test starts from empty tables and an empty Redis database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from shared import db, queue
+from shared.config import get_settings
+from shared.embedded import EmbeddedRedis, postgres_url
+from shared.migrate import upgrade
+from tests.support import TABLES, WsgiClient
+
+
+def _reset_caches() -> None:
+    for cached in (get_settings, db.get_engine, db.get_sessionmaker, queue.get_celery, queue.get_redis):
+        cached.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def service_urls():
+    data_dir = Path(tempfile.mkdtemp(prefix="cfs-test-"))
+    embedded_redis = None
+    database = os.environ.get("TEST_DATABASE_URL") or postgres_url(data_dir)
+    broker = os.environ.get("TEST_REDIS_URL")
+    if not broker:
+        embedded_redis = EmbeddedRedis(data_dir)
+        broker = embedded_redis.start()
+    os.environ.update(DATABASE_URL=database, REDIS_URL=broker, SUMMARIES_DATA_DIR=str(data_dir),
+                      SWEEP_INTERVAL_S="1", SUMMARY_LEASE_S="3")
+    _reset_caches()
+    engine = create_engine(db.sqlalchemy_url(database))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    upgrade(database)
+    yield {"database": database, "redis": broker, "data_dir": data_dir}
+    _reset_caches()
+    if embedded_redis:
+        embedded_redis.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def engine(service_urls):
+    engine = db.get_engine()
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def redis_client(service_urls):
+    client = redis.Redis.from_url(service_urls["redis"])
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(engine, redis_client):
+    from api.factory import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    return WsgiClient(app)

@@ -1,0 +1,129 @@
+"""Helpers for the tests: an in-process WSGI client, account/call factories, table snapshots."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from shared.accounts import create_account
+from shared.models import Account, Call, CallFeedback
+from shared.sids import CALL, new_sid
+
+TABLES = ("idempotency_keys", "feedback_summaries", "call_feedback", "calls", "accounts")
+
+
+@dataclass
+class Result:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+
+def basic(sid: str, token: str) -> str:
+    return "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
+
+
+class WsgiClient:
+    """Builds a WSGI environ and calls the app in-process, as falcon.testing does."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def request(self, method: str, path: str, *, form=None, body: bytes | None = None, auth=None,
+                headers: dict[str, str] | None = None, query: str = "") -> Result:
+        if form is not None:
+            body = urlencode(form, doseq=True).encode()
+        environ = {
+            "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "localhost",
+            "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body or b""),
+            "CONTENT_LENGTH": str(len(body)) if body is not None else "",
+        }
+        if body is not None and form is not None:
+            environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+        if auth is not None:
+            environ["HTTP_AUTHORIZATION"] = auth if isinstance(auth, str) else basic(*auth)
+        for name, value in (headers or {}).items():
+            key = name.upper().replace("-", "_")
+            environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+        captured = {}
+
+        def start_response(status, response_headers):
+            captured["status"] = int(status.split()[0])
+            captured["headers"] = dict(response_headers)
+
+        chunks = self.app(environ, start_response)
+        return Result(captured["status"], captured["headers"], b"".join(chunks))
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+
+def make_account(engine: Engine, parent: Account | None = None, name: str | None = None) -> Account:
+    with Session(engine, expire_on_commit=False) as session:
+        account = create_account(session, name, parent.sid if parent else None)
+        session.commit()
+    return account
+
+
+def make_calls(engine: Engine, account: Account, start_times: list[dt.datetime]) -> list[str]:
+    sids = [new_sid(CALL) for _ in start_times]
+    with Session(engine) as session:
+        session.add_all(Call(sid=sid, account_sid=account.sid, start_time=start)
+                        for sid, start in zip(sids, start_times))
+        session.commit()
+    return sids
+
+
+def add_feedback(engine: Engine, call_sid: str, account: Account, score: int, issues: list[str],
+                 given_at: dt.datetime) -> None:
+    with Session(engine) as session:
+        session.add(CallFeedback(call_sid=call_sid, account_sid=account.sid, quality_score=score, issues=issues,
+                                 date_created=given_at, date_updated=given_at))
+        session.commit()
+
+
+def snapshot(engine: Engine, redis_client=None) -> dict:
+    """Every table's rows (and the queue lengths): equal before and after means nothing was written."""
+    with engine.connect() as connection:
+        state = {table: sorted(map(tuple, connection.execute(text(f"SELECT * FROM {table}"))), key=repr)
+                 for table in TABLES}
+    if redis_client is not None:
+        state["redis"] = sorted(redis_client.keys())
+        state["queued"] = redis_client.llen("summaries")
+    return state
+
+
+def summaries_path(account_sid: str, sid: str | None = None) -> str:
+    base = f"/2010-04-01/Accounts/{account_sid}/Calls/FeedbackSummary"
+    return f"{base}/{sid}.json" if sid else f"{base}.json"
+
+
+def feedback_path(account_sid: str, call_sid: str) -> str:
+    return f"/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}/Feedback.json"
+
+
+def queued_messages(redis_client) -> list[dict]:
+    """The compute messages waiting in the summaries queue, decoded from kombu's envelope."""
+    messages = []
+    for raw in redis_client.lrange("summaries", 0, -1):
+        envelope = json.loads(raw)
+        body = json.loads(base64.b64decode(envelope["body"]))
+        messages.append({"task": envelope["headers"]["task"], "args": body[0]})
+    return messages

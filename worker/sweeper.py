@@ -1,0 +1,51 @@
+"""The sweeper: re-sends the compute message of every summary whose message was lost.
+
+Lost means: `queued` with no message in flight (the enqueue failed, or Redis lost its data), or
+`in-progress` with an expired lease (the worker died). Sending twice is harmless: the claim is
+a guarded update, so only one worker computes a summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import func, select
+
+from shared.db import get_sessionmaker
+from shared.models import FeedbackSummary
+from shared.queue import SWEEP, enqueue_summary, get_redis, without_message
+from shared.status import SummaryStatus
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+# A summary created this recently may have its message sent but its marker not yet written.
+QUEUED_GRACE_S = 5
+BATCH = 1000
+
+
+def lost_summaries() -> list[str]:
+    with get_sessionmaker()() as session:
+        queued = session.scalars(
+            select(FeedbackSummary.sid)
+            .where(FeedbackSummary.status == SummaryStatus.QUEUED.value,
+                   FeedbackSummary.date_updated < func.now() - dt.timedelta(seconds=QUEUED_GRACE_S))
+            .order_by(FeedbackSummary.date_updated).limit(BATCH)
+        ).all()
+        expired = session.scalars(
+            select(FeedbackSummary.sid)
+            .where(FeedbackSummary.status == SummaryStatus.IN_PROGRESS.value,
+                   FeedbackSummary.lease_expires_at < func.now())
+            .order_by(FeedbackSummary.lease_expires_at).limit(BATCH)
+        ).all()
+    return without_message(get_redis(), [*queued, *expired])
+
+
+@app.task(name=SWEEP, ignore_result=True)
+def sweep() -> int:
+    lost = lost_summaries()
+    resent = sum(enqueue_summary(sid) for sid in lost)
+    if lost:
+        log.warning("sweeper re-sent %d of %d lost summaries", resent, len(lost))
+    return resent
