@@ -7,7 +7,8 @@ import argparse
 from sqlalchemy.orm import Session
 
 from shared.accounts import AccountError, create_account
-from shared.db import get_engine
+from shared.config import get_settings
+from shared.db import database_url, get_engine
 from shared.imports import ImportFailed, import_calls, import_feedback
 from shared.models import Account
 from shared.seed import seed as seed_account
@@ -26,14 +27,14 @@ def up(args: argparse.Namespace) -> int:
 def migrate(args: argparse.Namespace) -> None:
     from shared.migrate import upgrade
 
-    upgrade(get_engine().url.render_as_string(hide_password=False))
+    upgrade(database_url(get_settings()))
     print("migrations applied")
 
 
 def accounts(args: argparse.Namespace) -> None:
     from cli.main import print_json
 
-    with Session(get_engine()) as session:
+    with Session(get_engine(), expire_on_commit=False) as session:
         try:
             account = create_account(session, args.name, args.parent)
         except AccountError as error:

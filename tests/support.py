@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import io
 import json
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -41,12 +42,12 @@ class WsgiClient:
         self.app = app
 
     def request(self, method: str, path: str, *, form=None, body: bytes | None = None, auth=None,
-                headers: dict[str, str] | None = None, query: str = "") -> Result:
+                headers: dict[str, str] | None = None, query: str = "", stream=None) -> Result:
         if form is not None:
             body = urlencode(form, doseq=True).encode()
         environ = {
             "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "localhost",
-            "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body or b""),
+            "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": stream or io.BytesIO(body or b""),
             "CONTENT_LENGTH": str(len(body)) if body is not None else "",
         }
         if body is not None and form is not None:
@@ -127,3 +128,9 @@ def queued_messages(redis_client) -> list[dict]:
         body = json.loads(base64.b64decode(envelope["body"]))
         messages.append({"task": envelope["headers"]["task"], "args": body[0]})
     return messages
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

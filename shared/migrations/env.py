@@ -1,17 +1,15 @@
 """Alembic environment: the URL comes from the caller (shared.migrate) or from the settings."""
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import create_engine, pool
 
 from shared import models
 from shared.config import get_settings
 from shared.db import database_url, sqlalchemy_url
 
-config = context.config
-url = config.get_main_option("sqlalchemy.url") or database_url(get_settings())
-config.set_main_option("sqlalchemy.url", sqlalchemy_url(url))
-
-engine = engine_from_config(config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool)
+url = context.config.get_main_option("sqlalchemy.url") or database_url(get_settings())
+# Not written back into the config: its parser treats the '%' of an escaped socket path as syntax.
+engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=models.Base.metadata, compare_type=True)
     with context.begin_transaction():

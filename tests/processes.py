@@ -1,0 +1,98 @@
+"""Real processes for the tests: gunicorn serving the API, Celery workers and beat, all on the test
+services (the DATABASE_URL/REDIS_URL that conftest put in the environment)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 30, interval_s: float = 0.1, what: str = ""):
+    """Poll until predicate() is truthy; return its value, or fail naming what was awaited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        time.sleep(interval_s)
+
+
+class Process:
+    """A child process in its own session, with its output kept in a file for the failure report."""
+
+    def __init__(self, name: str, command: list[str], log_dir: Path, env: dict | None = None):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group: a Celery worker's pool children die with it."""
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.kill(signal.SIGTERM)
+        self._log.close()
+
+
+def gunicorn(log_dir: Path, workers: int = 1) -> tuple[Process, str]:
+    port = free_port()
+    process = Process("gunicorn", [sys.executable, "-m", "gunicorn", "api.wsgi:application", "--bind",
+                                   f"127.0.0.1:{port}", "--workers", str(workers)], log_dir)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert process.popen.poll() is None, process.output()
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, 30, what="gunicorn to answer /healthz")
+    return process, base_url
+
+
+def celery_worker(log_dir: Path, name: str, queues: str = "summaries,callbacks", concurrency: int = 1,
+                  env: dict | None = None) -> Process:
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-n",
+               f"{name}@%h", "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip",
+               "--without-mingle"]
+    return Process(name, command, log_dir, env)
+
+
+def celery_beat(log_dir: Path) -> Process:
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
+               "-s", str(log_dir / "celerybeat-schedule")]
+    return Process("beat", command, log_dir)

@@ -1,0 +1,89 @@
+"""`summaries up --demo` on a fresh data directory, as `make run` does on a fresh machine: embedded
+PostgreSQL and Redis, the banner's curl creates a summary that a worker completes with exactly the
+independent computation's numbers, and Ctrl-C (SIGINT) stops every process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from base64 import b64encode
+
+import pytest
+from sqlalchemy import create_engine
+
+from shared.db import sqlalchemy_url
+from tests.processes import ROOT, wait_for
+from tests.reference import AGGREGATE_FIELDS, expected_for
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _get(url: str, sid: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": "Basic " + b64encode(f"{sid}:{token}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SUMMARIES_DATA_DIR")}
+    port = free_port()
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "--data-dir", str(tmp_path), "up", "--demo",
+                           "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("Ctrl-C stops everything" in line for line in lines) or up.poll() is not None,
+                 180, 0.2, "the banner")
+        output = "".join(lines)
+        assert up.poll() is None, output
+        sid = re.search(r"demo account\s+(AC[0-9a-f]{32})", output).group(1)
+        token = re.search(r"auth token\s+([0-9a-f]{32})", output).group(1)
+        curl = output[output.index("curl -s -u"):].split("\n")
+        command = (curl[0].rstrip("\\") + curl[1]).strip()
+        assert f"http://127.0.0.1:{port}/" in command
+
+        created = json.loads(subprocess.run(shlex.split(command), capture_output=True, text=True, check=True,
+                                            timeout=30).stdout)
+        assert created["status"] == "queued" and created["include_subaccounts"] is True
+        url = f"http://127.0.0.1:{port}/2010-04-01/Accounts/{sid}/Calls/FeedbackSummary/{created['sid']}.json"
+        done = wait_for(lambda: (s := _get(url, sid, token))["status"] in ("completed", "failed") and s, 60, 0.2,
+                        "the summary to complete")
+        assert done["status"] == "completed", "".join(lines)
+        assert done["call_count"] > 20_000 * 0.9  # the demo account and its subaccount, 30 days of calls
+
+        # The embedded server's socket directory is the fifth line of its postmaster.pid.
+        socket_dir = (tmp_path / "pg" / "postmaster.pid").read_text().splitlines()[4]
+        engine = create_engine(sqlalchemy_url(f"postgresql://postgres@/postgres?host={socket_dir}"))
+        try:
+            expected = expected_for(engine, sid, True, dt.date.fromisoformat(done["start_date"]),
+                                    dt.date.fromisoformat(done["end_date"]))
+        finally:
+            engine.dispose()
+        assert {name: done[name] for name in AGGREGATE_FIELDS} == expected
+    finally:
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        try:
+            code = up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            raise
+    reader.join(timeout=5)
+    output = "".join(lines)
+    assert code == 0, output
+    # Nothing of ours is left running: every child was in the process group we signalled or stopped by up.
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "celerybeat-schedule")], capture_output=True)
+    assert leftovers.returncode == 1, leftovers.stdout
+    assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True).returncode == 1
