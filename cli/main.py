@@ -48,12 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         # Before anything reads the settings, which happens once per process.
         os.environ["SUMMARIES_DATA_DIR"] = str(Path(args.data_dir).absolute())
+    from sqlalchemy.exc import OperationalError
+
     from cli import commands
 
     try:
         return getattr(commands, args.command)(args) or 0
     except commands.CommandError as error:
         print(f"summaries {args.command}: {error}", file=sys.stderr)
+        return 2
+    except OperationalError as error:
+        # The one failure an operator can act on without a traceback: say which database, and why.
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        print(f"summaries {args.command}: cannot reach the database: {reason}", file=sys.stderr)
         return 2
 
 
