@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from shared.formats import percentage, round4
@@ -64,11 +64,12 @@ def compute(session: Session, account_sid: str, include_subaccounts: bool,
         select(func.count(), func.avg(score), func.percentile_cont(0.5).within_group(score), func.stddev_pop(score))
         .where(*in_window)
     ).one()
-    # FROM call_feedback, unnest(call_feedback.issues) AS issue: PostgreSQL joins a set-returning
-    # function in FROM laterally, one row per issue of each entry.
-    issue = func.unnest(CallFeedback.issues).column_valued("issue")
+    # call_feedback JOIN unnest(call_feedback.issues) AS issue(value) ON true: PostgreSQL joins a
+    # set-returning function laterally, one row per issue of each entry.
+    issue = func.unnest(CallFeedback.issues).table_valued("value").render_derived(name="issue")
     issue_counts = session.execute(
-        select(issue, func.count()).select_from(CallFeedback).where(*in_window).group_by(issue)
+        select(issue.c.value, func.count()).select_from(CallFeedback).join(issue, true())
+        .where(*in_window).group_by(issue.c.value)
     ).all()
     return SummaryResult(
         call_count=call_count,

