@@ -77,3 +77,30 @@ def seed(args: argparse.Namespace) -> None:
         connection.rollback()
         seed_account(connection, args.account, args.calls, args.days)
     print(f"seeded {args.calls} calls over {args.days} days for {args.account}")
+
+
+def callbacks(args: argparse.Namespace) -> None:
+    from cli import callbacks as deliveries
+    from cli.main import print_json
+
+    if args.action == "list":
+        rows = deliveries.list_deliveries(args.state, args.limit)
+        if args.json:
+            print_json(rows)
+            return
+        print(f"{'summary':<34}  {'state':<9}  {'tries':>5}  {'last error':<24}  url")
+        for row in rows:
+            print(f"{row['summary_sid']:<34}  {row['state']:<9}  {row['attempts']:>5}  "
+                  f"{(row['last_error'] or '')[:24]:<24}  {row['method']} {row['url']}")
+        return
+    if args.rate <= 0:
+        raise CommandError("--rate must be positive")
+    if args.sids and (args.state or args.since or args.host):
+        raise CommandError("name summaries or choose by --state, not both")
+    if (args.since or args.host) and not args.state:
+        raise CommandError("--since and --host select among a --state")
+    try:
+        count = deliveries.redeliver(args)
+    except deliveries.SelectionError as error:
+        raise CommandError(error) from None
+    print(f"{count} deliveries {'would be sent' if args.dry_run else 'sent again'}")

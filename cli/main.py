@@ -36,11 +36,35 @@ def _parser() -> argparse.ArgumentParser:
         load = group.add_parser("import", help=f"load a CSV file with header {columns}; all or nothing")
         load.add_argument("file", type=Path)
 
+    callbacks = commands.add_parser("callbacks", help="status callback deliveries").add_subparsers(
+        dest="action", required=True)
+    listing = callbacks.add_parser("list", help="deliveries, newest first")
+    listing.add_argument("--state", choices=["pending", "delivered", "failed"])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    again = callbacks.add_parser("redeliver", help="send finished deliveries again (same event, same idempotency "
+                                                   "token, a fresh budget of attempts)")
+    again.add_argument("sids", nargs="*", metavar="FS...")
+    again.add_argument("--state", choices=["delivered", "failed"], help="every delivery in this state")
+    again.add_argument("--since", type=_since, help="with --state: updated at or after this ISO time (UTC)")
+    again.add_argument("--host", help="with --state: only deliveries to this host")
+    again.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    again.add_argument("--rate", type=float, default=10.0, help="at most this many sends per second (default 10)")
+
     seed = commands.add_parser("seed", help="add realistic synthetic calls and feedback to an account")
     seed.add_argument("--account", required=True, metavar="AC...")
     seed.add_argument("--calls", type=int, required=True)
     seed.add_argument("--days", type=int, default=30)
     return parser
+
+
+def _since(raw: str):
+    from cli.callbacks import parse_since
+
+    try:
+        return parse_since(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {raw!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

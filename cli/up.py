@@ -50,8 +50,11 @@ def _children(args: argparse.Namespace, data_dir) -> list[tuple[str, list[str]]]
     return [
         ("web", [python, "-m", "gunicorn", "api.wsgi:application", "--bind", f"{args.host}:{args.port}",
                  "--workers", str(args.web_processes), "--access-logfile", "-", "--graceful-timeout", "10"]),
-        ("worker", [python, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "summaries,callbacks",
+        ("worker", [python, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "summaries",
                     "--concurrency", str(args.worker_concurrency), "-n", "summaries@%h", "--loglevel", "INFO"]),
+        # Callbacks wait on other people's servers: threads, many of them, in a worker of their own.
+        ("callbacks", [python, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "callbacks",
+                       "--pool", "threads", "--concurrency", "16", "-n", "callbacks@%h", "--loglevel", "INFO"]),
         ("scheduler", [python, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
                        "-s", str(data_dir / "celerybeat-schedule")]),
     ]

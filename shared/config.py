@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in env.get(name, "").split(",") if part.strip())
+    except ValueError as error:
+        raise SettingError(f"{name} must be comma-separated CIDRs: {error}") from None
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
@@ -49,6 +58,15 @@ class Settings:
     summary_lease_s: int
     sweep_interval_s: int
     log_level: str
+    callback_allowed_networks: tuple  # CIDRs callbacks may reach although private or loopback
+    callback_max_attempts: int
+    callback_backoff_initial_s: float
+    callback_backoff_max_s: float
+    callback_connect_timeout_s: float
+    callback_read_timeout_s: float
+    callback_circuit_threshold: int  # consecutive failures to one host that open its circuit
+    callback_circuit_cooldown_s: float
+    callback_max_in_flight_per_host: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -63,6 +81,16 @@ class Settings:
             summary_lease_s=_int(env, "SUMMARY_LEASE_S", 300),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30),
             log_level=env.get("LOG_LEVEL", "") or "INFO",
+            callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
+            # 12 attempts, 60 s doubling to a 6 h cap: the last is about 20 h after the first.
+            callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 12),
+            callback_backoff_initial_s=_float(env, "CALLBACK_BACKOFF_INITIAL_S", 60.0),
+            callback_backoff_max_s=_float(env, "CALLBACK_BACKOFF_MAX_S", 6 * 3600.0),
+            callback_connect_timeout_s=_float(env, "CALLBACK_CONNECT_TIMEOUT_S", 5.0),
+            callback_read_timeout_s=_float(env, "CALLBACK_READ_TIMEOUT_S", 10.0),
+            callback_circuit_threshold=_int(env, "CALLBACK_CIRCUIT_THRESHOLD", 5),
+            callback_circuit_cooldown_s=_float(env, "CALLBACK_CIRCUIT_COOLDOWN_S", 300.0),
+            callback_max_in_flight_per_host=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_HOST", 8),
         )
 
 

@@ -146,3 +146,60 @@ class IdempotencyKey(Base):
         Sid, ForeignKey("feedback_summaries.sid", ondelete="CASCADE"), index=True
     )
     date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+DELIVERY_STATES = ("pending", "delivered", "failed")
+
+
+class CallbackDelivery(Base):
+    """The StatusCallback of one summary: written in the transaction that finished the summary (an
+    outbox), so no event is lost between the database and Redis. Dropped with its summary."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({','.join(repr(s) for s in DELIVERY_STATES)})", name="known_state"),
+        CheckConstraint("method IN ('GET', 'POST')", name="delivery_method"),
+        # The sweeper's scan for due deliveries: pending ones only, which stay few.
+        Index("callback_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+        Index("callback_deliveries_state_updated", "state", "date_updated"),
+    )
+
+    summary_sid: Mapped[str] = mapped_column(
+        Sid, ForeignKey("feedback_summaries.sid", ondelete="CASCADE"), primary_key=True
+    )
+    account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(4))
+    # The event, fixed when the summary finished: every attempt and redelivery sends these bytes.
+    params: Mapped[dict] = mapped_column(JSONB)
+    idempotency_token: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    # Attempts allowed so far: CALLBACK_MAX_ATTEMPTS, raised by that much on each redelivery.
+    attempt_limit: Mapped[int]
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    leased_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    redeliveries: Mapped[int] = mapped_column(server_default="0")
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    date_updated: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class CallbackAttempt(Base):
+    """One request to the callback URL, as it went: the operator's record of what the receiver saw."""
+
+    __tablename__ = "callback_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    summary_sid: Mapped[str] = mapped_column(
+        Sid, ForeignKey("callback_deliveries.summary_sid", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int]
+    attempted_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered, retry, failed
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int]
+    response_excerpt: Mapped[str | None] = mapped_column(Text)  # the first kilobyte of the body

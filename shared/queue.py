@@ -20,10 +20,16 @@ SUMMARIES_QUEUE = "summaries"
 CALLBACKS_QUEUE = "callbacks"
 COMPUTE_SUMMARY = "summaries.compute"
 SWEEP = "summaries.sweep"
+DELIVER_CALLBACK = "callbacks.deliver"
 # "A compute message for this summary is in Redis": set on send, cleared on claim. Lost with the
 # queue itself (FLUSHALL, an emptied restart), which is exactly when the sweeper must re-send.
 IN_FLIGHT_KEY = "cfs:inflight:{sid}"
 IN_FLIGHT_TTL_S = 3600
+CALLBACK_IN_FLIGHT_KEY = "cfs:inflight:callback:{sid}"
+# A callback retry further away than this is not sent as a delayed message: Redis would hand an
+# unacknowledged message to another worker after its visibility timeout (1 h). PostgreSQL keeps
+# the due time, and the sweeper sends the message when it is due.
+MAX_COUNTDOWN_S = 300
 
 
 def broker_url(settings: Settings) -> str:
@@ -97,4 +103,33 @@ def without_message(client: redis.Redis, summary_sids: list[str]) -> list[str]:
     if not summary_sids:
         return []
     markers = client.mget([IN_FLIGHT_KEY.format(sid=sid) for sid in summary_sids])
+    return [sid for sid, marker in zip(summary_sids, markers) if marker is None]
+
+
+def enqueue_callback(summary_sid: str, delay_s: float = 0) -> bool:
+    """Send the delivery message now or after delay_s; False when it is left to the sweeper."""
+    if delay_s > MAX_COUNTDOWN_S:
+        return False
+    try:
+        get_celery().send_task(DELIVER_CALLBACK, args=[summary_sid], queue=CALLBACKS_QUEUE,
+                               countdown=delay_s or None, retry=False)
+        get_redis().set(CALLBACK_IN_FLIGHT_KEY.format(sid=summary_sid), 1, ex=int(delay_s) + IN_FLIGHT_TTL_S)
+    except Exception:
+        log.warning("callback enqueue failed; the sweeper will re-send", exc_info=True,
+                    extra={"summary_sid": summary_sid})
+        return False
+    return True
+
+
+def clear_callback_in_flight(summary_sid: str) -> None:
+    try:
+        get_redis().delete(CALLBACK_IN_FLIGHT_KEY.format(sid=summary_sid))
+    except redis.RedisError:
+        log.warning("could not clear the callback in-flight marker", extra={"summary_sid": summary_sid})
+
+
+def callbacks_without_message(client: redis.Redis, summary_sids: list[str]) -> list[str]:
+    if not summary_sids:
+        return []
+    markers = client.mget([CALLBACK_IN_FLIGHT_KEY.format(sid=sid) for sid in summary_sids])
     return [sid for sid, marker in zip(summary_sids, markers) if marker is None]

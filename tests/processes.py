@@ -86,10 +86,10 @@ def gunicorn(log_dir: Path, workers: int = 1) -> tuple[Process, str]:
 
 
 def celery_worker(log_dir: Path, name: str, queues: str = "summaries,callbacks", concurrency: int = 1,
-                  env: dict | None = None) -> Process:
+                  env: dict | None = None, pool: str = "prefork") -> Process:
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-n",
-               f"{name}@%h", "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip",
-               "--without-mingle"]
+               f"{name}@%h", "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle"]
     return Process(name, command, log_dir, env)
 
 

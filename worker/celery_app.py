@@ -8,7 +8,7 @@ from shared.queue import get_celery
 
 configure_logging(get_settings().log_level)
 app = get_celery()
-app.conf.include = ["worker.summaries", "worker.sweeper"]
+app.conf.include = ["worker.summaries", "worker.callbacks", "worker.sweeper"]
 
 
 @worker_process_init.connect

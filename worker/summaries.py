@@ -9,11 +9,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared import aggregates
+from shared.callbacks import add_delivery
 from shared.config import get_settings
 from shared.db import get_sessionmaker
 from shared.lifecycle import claim, transition
 from shared.models import FeedbackSummary
-from shared.queue import COMPUTE_SUMMARY, clear_in_flight
+from shared.queue import COMPUTE_SUMMARY, clear_in_flight, enqueue_callback
 from shared.status import SummaryStatus
 from worker.celery_app import app
 
@@ -45,6 +46,8 @@ def compute_summary(self: Task, summary_sid: str) -> None:
                                         summary.start_date, summary.end_date)
             done = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED,
                               FeedbackSummary.claimed_by == owner, lease_expires_at=None, **result.columns())
+            # The callback is queued in the same transaction: completed without its callback never happens.
+            has_callback = done is not None and add_delivery(session, done, get_settings().callback_max_attempts)
             session.commit()
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= MAX_TRANSIENT_RETRIES:
@@ -59,12 +62,17 @@ def compute_summary(self: Task, summary_sid: str) -> None:
         return
     if done is None:
         log.info("lost the claim before completing (deleted or taken over)", extra=context)
-    else:
-        log.info("summary completed", extra=context)
+        return
+    log.info("summary completed", extra=context)
+    if has_callback:
+        enqueue_callback(summary_sid)
 
 
 def _fail(summary_sid: str, owner: str, reason: str) -> None:
     with get_sessionmaker()() as session:
-        transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED,
-                   FeedbackSummary.claimed_by == owner, lease_expires_at=None, failure_reason=reason[:2000])
+        failed = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED,
+                            FeedbackSummary.claimed_by == owner, lease_expires_at=None, failure_reason=reason[:2000])
+        has_callback = failed is not None and add_delivery(session, failed, get_settings().callback_max_attempts)
         session.commit()
+    if has_callback:
+        enqueue_callback(summary_sid)

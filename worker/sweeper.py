@@ -3,6 +3,8 @@
 Lost means: `queued` with no message in flight (the enqueue failed, or Redis lost its data), or
 `in-progress` with an expired lease (the worker died). Sending twice is harmless: the claim is
 a guarded update, so only one worker computes a summary.
+
+It also sends the message of every callback delivery that is due and has none on its way.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from shared.db import get_sessionmaker
-from shared.models import FeedbackSummary
-from shared.queue import SWEEP, enqueue_summary, get_redis, without_message
+from shared.models import CallbackDelivery, FeedbackSummary
+from shared.queue import (SWEEP, callbacks_without_message, enqueue_callback, enqueue_summary, get_redis,
+                          without_message)
 from shared.status import SummaryStatus
 from worker.celery_app import app
 
@@ -42,10 +45,28 @@ def lost_summaries() -> list[str]:
     return without_message(get_redis(), [*queued, *expired])
 
 
+def due_callbacks() -> list[str]:
+    """Pending deliveries that are due, not being attempted, and have no message on its way: their
+    retry was too far off for a delayed message, or Redis lost the message."""
+    with get_sessionmaker()() as session:
+        due = session.scalars(
+            select(CallbackDelivery.summary_sid)
+            .where(CallbackDelivery.state == "pending",
+                   CallbackDelivery.next_attempt_at < func.now() - dt.timedelta(seconds=QUEUED_GRACE_S),
+                   or_(CallbackDelivery.leased_until.is_(None), CallbackDelivery.leased_until < func.now()))
+            .order_by(CallbackDelivery.next_attempt_at).limit(BATCH)
+        ).all()
+    return callbacks_without_message(get_redis(), list(due))
+
+
 @app.task(name=SWEEP, ignore_result=True)
 def sweep() -> int:
     lost = lost_summaries()
     resent = sum(enqueue_summary(sid) for sid in lost)
     if lost:
         log.warning("sweeper re-sent %d of %d lost summaries", resent, len(lost))
-    return resent
+    due = due_callbacks()
+    sent = sum(enqueue_callback(sid) for sid in due)
+    if due:
+        log.info("sweeper sent %d of %d due callbacks", sent, len(due))
+    return resent + sent

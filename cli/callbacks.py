@@ -1,0 +1,84 @@
+"""`summaries callbacks list|redeliver`: see deliveries and send an event again, by hand."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared.config import get_settings
+from shared.db import get_engine
+from shared.models import CallbackDelivery
+from shared.queue import enqueue_callback
+
+
+class SelectionError(ValueError):
+    """Raised when a redelivery names nothing to send."""
+
+
+def _row(delivery: CallbackDelivery) -> dict:
+    return {"summary_sid": delivery.summary_sid, "state": delivery.state, "method": delivery.method,
+            "url": delivery.url, "host": delivery.host, "attempts": delivery.attempts,
+            "last_error": delivery.last_error, "next_attempt_at": delivery.next_attempt_at,
+            "delivered_at": delivery.delivered_at, "redeliveries": delivery.redeliveries,
+            "idempotency_token": delivery.idempotency_token, "date_updated": delivery.date_updated}
+
+
+def list_deliveries(state: str | None, limit: int) -> list[dict]:
+    query = select(CallbackDelivery).order_by(CallbackDelivery.date_updated.desc()).limit(limit)
+    if state:
+        query = query.where(CallbackDelivery.state == state)
+    with Session(get_engine()) as session:
+        return [_row(d) for d in session.scalars(query)]
+
+
+def select_for_redelivery(session: Session, args: argparse.Namespace) -> list[CallbackDelivery]:
+    query = select(CallbackDelivery).where(CallbackDelivery.state != "pending").order_by(CallbackDelivery.date_updated)
+    if args.sids:
+        query = query.where(CallbackDelivery.summary_sid.in_(args.sids))
+    elif args.state:
+        query = query.where(CallbackDelivery.state == args.state)
+        if args.since:
+            query = query.where(CallbackDelivery.date_updated >= args.since)
+        if args.host:
+            query = query.where(CallbackDelivery.host == args.host.lower())
+    else:
+        raise SelectionError("name summaries (FS...) or a --state to redeliver")
+    return list(session.scalars(query))
+
+
+def redeliver(args: argparse.Namespace, out=print) -> int:
+    """Reset each chosen delivery to pending with a fresh budget of attempts and send it, at most
+    args.rate per second; the event and its idempotency token stay the original ones."""
+    budget = get_settings().callback_max_attempts
+    with Session(get_engine()) as session:
+        chosen = select_for_redelivery(session, args)
+        if args.sids:
+            missing = set(args.sids) - {d.summary_sid for d in chosen}
+            for sid in sorted(missing):
+                out(f"{sid}: no finished delivery (none, or still pending)")
+        for delivery in chosen:
+            action = "would send" if args.dry_run else "sending"
+            out(f"{delivery.summary_sid}: {action} {delivery.method} {delivery.url} ({delivery.state} after "
+                f"{delivery.attempts} attempts; token {delivery.idempotency_token})")
+            if args.dry_run:
+                out("  " + "&".join(f"{k}={v}" for k, v in sorted(delivery.params.items())))
+                continue
+            session.execute(
+                update(CallbackDelivery).where(CallbackDelivery.summary_sid == delivery.summary_sid)
+                .values(state="pending", next_attempt_at=func.now(), leased_until=None, date_updated=func.now(),
+                        attempt_limit=CallbackDelivery.attempts + budget,
+                        redeliveries=CallbackDelivery.redeliveries + 1)
+            )
+            session.commit()
+            enqueue_callback(delivery.summary_sid)
+            time.sleep(1 / args.rate)
+    return len(chosen)
+
+
+def parse_since(raw: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(raw)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

@@ -1,0 +1,95 @@
+"""Callback logic without services: the retry policy, the signature against the official library's
+validator, the SSRF address rules, and the circuit breaker on fakeredis."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from email.utils import format_datetime
+
+import fakeredis
+import pytest
+from twilio.request_validator import RequestValidator
+
+from shared.callbacks import request_target, signature
+from worker.circuit import CircuitBreaker
+from worker.retry_policy import Outcome, backoff_s, classify, next_delay_s, retry_after_s
+from worker.ssrf import is_forbidden
+
+TOKEN = "12345678901234567890123456789012"
+PARAMS = {"AccountSid": "AC" + "1" * 32, "Status": "completed", "Issues": '[{"description":"dropped-call"}]',
+          "QualityScoreAverage": "", "CallCount": "12"}
+
+
+@pytest.mark.parametrize("status, outcome", [
+    (200, Outcome.DELIVERED), (204, Outcome.DELIVERED), (299, Outcome.DELIVERED),
+    (None, Outcome.RETRY), (408, Outcome.RETRY), (429, Outcome.RETRY), (500, Outcome.RETRY), (503, Outcome.RETRY),
+    (301, Outcome.FINAL), (302, Outcome.FINAL), (400, Outcome.FINAL), (401, Outcome.FINAL), (404, Outcome.FINAL),
+    (410, Outcome.FINAL), (100, Outcome.FINAL),
+])
+def test_classify_follows_the_spec(status, outcome):
+    assert classify(status) is outcome
+
+
+def test_backoff_doubles_from_the_initial_delay_up_to_the_cap_with_jitter_inside_each_step():
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 60), (2, 120), (3, 240), (9, 15360), (10, 21600), (40, 21600), (200, 21600)]:
+        for _ in range(50):
+            assert ceiling / 2 <= backoff_s(attempt, 60, 21600, rng) <= ceiling
+
+
+def test_the_default_schedule_spreads_twelve_attempts_over_about_a_day():
+    lowest = sum(backoff_s(n, 60, 21600, random.Random(0)) for n in range(1, 12))
+    assert 10 * 3600 < lowest and sum(min(21600, 60 * 2 ** (n - 1)) for n in range(1, 12)) < 24 * 3600
+
+
+def test_retry_after_as_seconds_or_a_date_and_capped():
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert retry_after_s("120", now) == 120
+    assert retry_after_s(format_datetime(now + dt.timedelta(seconds=30), usegmt=True), now) == 30
+    assert retry_after_s("soon", now) is None and retry_after_s(None, now) is None
+    assert next_delay_s(1, 120, 1, 60, random.Random(0)) == 60  # honoured up to the cap
+    assert next_delay_s(1, 5, 1, 60, random.Random(0)) == 5  # longer than our backoff: the receiver's
+    assert next_delay_s(3, 0, 10, 60, random.Random(0)) >= 20  # shorter: ours
+
+
+def test_a_post_signature_is_accepted_by_the_official_validator():
+    url = "https://example.com:8443/hooks/summary?tenant=7"
+    target, form = request_target(url, "POST", PARAMS)
+    assert (target, form) == (url, PARAMS)
+    assert RequestValidator(TOKEN).validate(url, PARAMS, signature(TOKEN, url, PARAMS))
+    assert not RequestValidator("0" * 32).validate(url, PARAMS, signature(TOKEN, url, PARAMS))
+    assert not RequestValidator(TOKEN).validate(url, {**PARAMS, "CallCount": "13"}, signature(TOKEN, url, PARAMS))
+
+
+def test_a_get_signature_covers_the_query_string_and_is_accepted():
+    target, form = request_target("https://example.com/hook?tenant=7", "GET", PARAMS)
+    assert form is None and target.startswith("https://example.com/hook?tenant=7&AccountSid=")
+    assert RequestValidator(TOKEN).validate(target, {}, signature(TOKEN, target, None))
+    assert request_target("https://example.com/hook", "GET", {"A": "1"})[0] == "https://example.com/hook?A=1"
+
+
+@pytest.mark.parametrize("address, forbidden", [
+    ("127.0.0.1", True), ("10.1.2.3", True), ("172.16.0.1", True), ("192.168.1.1", True), ("169.254.169.254", True),
+    ("0.0.0.0", True), ("224.0.0.1", True), ("240.0.0.1", True), ("100.64.0.1", True), ("::1", True),
+    ("fe80::1", True), ("fc00::1", True), ("::ffff:127.0.0.1", True), ("ff02::1", True),
+    ("8.8.8.8", False), ("2606:4700:4700::1111", False), ("93.184.215.14", False),
+])
+def test_non_public_addresses_are_forbidden(address, forbidden):
+    assert is_forbidden(address) is forbidden
+
+
+def test_allowed_networks_open_exactly_those_networks():
+    import ipaddress
+
+    allowed = (ipaddress.ip_network("127.0.0.0/8"),)
+    assert not is_forbidden("127.0.0.1", allowed) and is_forbidden("10.0.0.1", allowed)
+
+
+def test_the_circuit_opens_after_consecutive_failures_and_a_success_closes_it():
+    breaker = CircuitBreaker(fakeredis.FakeRedis(), threshold=3, cooldown_s=60)
+    assert [breaker.record_failure("h") for _ in range(3)] == [False, False, True]
+    assert 59 < breaker.open_for_s("h") <= 60 and breaker.open_for_s("other") == 0
+    breaker.record_success("h")
+    assert breaker.open_for_s("h") == 0
+    assert breaker.record_failure("h") is False  # the count started again
