@@ -229,8 +229,8 @@ def test_a_summary_deleted_while_in_progress_sends_no_callback(engine, client, a
 def test_redis_emptied_loses_no_pending_delivery(engine, client, account, receiver, redis_client, start):
     start(queues="summaries", beat=False)  # summaries complete; their callbacks wait in Redis
     sids = [create(client, account, receiver.script("/after-flush")) for _ in range(3)]
-    wait_for(lambda: all(delivery(engine, s) for s in sids), 30, what="the deliveries to be queued")
-    assert redis_client.llen("callbacks") == 3
+    wait_for(lambda: all(delivery(engine, s) for s in sids), 30, what="the deliveries to be written")
+    wait_for(lambda: redis_client.llen("callbacks") == 3, 10, what="their messages to be queued")
     redis_client.flushall()
     start(queues="callbacks")
     for sid in sids:
