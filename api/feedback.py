@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func
-from sqlalchemy.dialects.postgresql import insert
-
 from api.http import Request, Response
 from shared.errors import BadRequest, NotFound
+from shared.feedback import upsert_feedback
 from shared.models import FEEDBACK_ISSUES, Account, Call, CallFeedback
 from shared.representations import feedback_resource
 
@@ -49,16 +47,6 @@ def update(request: Request, account: Account, CallSid: str) -> Response:
         raise BadRequest("QualityScore must be an integer from 1 to 5")
     issues = parse_issues(request.params("Issue"))
     call = _call(request, account, CallSid)
-    statement = insert(CallFeedback).values(
-        call_sid=call.sid, account_sid=call.account_sid, quality_score=int(raw_score), issues=issues
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=[CallFeedback.call_sid],
-        set_={"quality_score": statement.excluded.quality_score, "issues": statement.excluded.issues,
-              "date_updated": func.now()},
-    )
-    feedback = request.session.scalars(
-        statement.returning(CallFeedback), execution_options={"populate_existing": True}
-    ).one()
+    feedback = upsert_feedback(request.session, call, int(raw_score), issues)
     request.session.commit()
     return Response(200, feedback_resource(feedback))

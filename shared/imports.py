@@ -119,6 +119,7 @@ def import_calls(connection: Connection, file: IO[str]) -> int:
         "INSERT INTO calls (sid, account_sid, start_time) SELECT sid, account_sid, start_time FROM staged_calls "
         "ON CONFLICT (sid) DO NOTHING"
     )
+    connection.exec_driver_sql("DROP TABLE staged_calls")  # a second import in this transaction may follow
     return count
 
 
@@ -147,4 +148,5 @@ def import_feedback(connection: Connection, file: IO[str]) -> int:
         "ON CONFLICT (call_sid) DO UPDATE SET quality_score = excluded.quality_score, issues = excluded.issues, "
         "date_created = excluded.date_created, date_updated = now()"
     )
+    connection.exec_driver_sql("DROP TABLE staged_feedback")
     return count

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Date,
     DateTime,
@@ -203,3 +204,36 @@ class CallbackAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int]
     response_excerpt: Mapped[str | None] = mapped_column(Text)  # the first kilobyte of the body
+
+
+def issue_column(issue: str) -> str:
+    """daily_feedback's column for an issue type: audio-latency -> issue_audio_latency."""
+    return "issue_" + issue.replace("-", "_")
+
+
+class DailyCalls(Base):
+    """Calls per account per UTC day of start_time. Kept exact by triggers on `calls` (migration 0003)."""
+
+    __tablename__ = "daily_calls"
+
+    account_sid: Mapped[str] = mapped_column(Sid, primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class DailyFeedback(Base):
+    """Feedback entries per account per UTC day they were given: how many of each score, and how
+    many reported each issue. Kept exact by triggers on `call_feedback` (migration 0003)."""
+
+    __tablename__ = "daily_feedback"
+
+    account_sid: Mapped[str] = mapped_column(Sid, primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+
+
+for _score in range(1, 6):
+    setattr(DailyFeedback, f"score_{_score}", mapped_column(f"score_{_score}", BigInteger, server_default="0",
+                                                            nullable=False))
+for _issue in FEEDBACK_ISSUES:
+    setattr(DailyFeedback, issue_column(_issue), mapped_column(issue_column(_issue), BigInteger, server_default="0",
+                                                               nullable=False))

@@ -211,7 +211,7 @@ def test_a_summary_deleted_before_its_retry_sends_nothing_more(engine, client, a
 def test_a_summary_deleted_while_in_progress_sends_no_callback(engine, client, account, receiver, start):
     locker = engine.connect()
     locker.begin()
-    locker.execute(text("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE"))  # hold the computation mid-way
+    locker.execute(text("LOCK TABLE daily_calls IN ACCESS EXCLUSIVE MODE"))  # hold the computation mid-way
     try:
         start()
         sid = create(client, account, receiver.script("/never"))

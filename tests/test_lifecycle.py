@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from shared import aggregates, queue
+from shared import queue, rollups
 from shared.lifecycle import IllegalTransition, claim, transition
 from shared.models import FeedbackSummary
 from shared.sids import SUMMARY, new_sid
@@ -124,7 +124,7 @@ def test_a_summary_deleted_before_its_message_runs_is_not_recreated(engine, acco
 
 def test_a_summary_deleted_while_it_is_computed_is_not_recreated(engine, account, monkeypatch, compute_summary):
     sid = insert_summary(engine, account)
-    real_compute = aggregates.compute
+    real_compute = rollups.compute
 
     def compute_then_delete(*args, **kwargs):
         result = real_compute(*args, **kwargs)
@@ -132,7 +132,7 @@ def test_a_summary_deleted_while_it_is_computed_is_not_recreated(engine, account
             connection.execute(text("DELETE FROM feedback_summaries WHERE sid = :sid"), {"sid": sid})
         return result
 
-    monkeypatch.setattr(aggregates, "compute", compute_then_delete)
+    monkeypatch.setattr(rollups, "compute", compute_then_delete)
     compute_summary.apply(args=[sid])
     assert row(engine, sid) is None
 
@@ -143,7 +143,7 @@ def test_a_permanent_error_fails_the_summary_and_keeps_the_reason(engine, accoun
     def broken(*args, **kwargs):
         raise ValueError("division by zero in a place nobody expected")
 
-    monkeypatch.setattr(aggregates, "compute", broken)
+    monkeypatch.setattr(rollups, "compute", broken)
     compute_summary.apply(args=[sid])
     failed = row(engine, sid)
     assert failed["status"] == "failed"
@@ -153,7 +153,7 @@ def test_a_permanent_error_fails_the_summary_and_keeps_the_reason(engine, accoun
 
 def test_a_transient_database_error_is_retried_and_then_completes(engine, account, monkeypatch, compute_summary):
     sid = insert_summary(engine, account)
-    real_compute, calls = aggregates.compute, []
+    real_compute, calls = rollups.compute, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -161,7 +161,7 @@ def test_a_transient_database_error_is_retried_and_then_completes(engine, accoun
             raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
         return real_compute(*args, **kwargs)
 
-    monkeypatch.setattr(aggregates, "compute", flaky)
+    monkeypatch.setattr(rollups, "compute", flaky)
     compute_summary.apply(args=[sid])  # eager: the retry runs at once, as the same task id
     done = row(engine, sid)
     assert (done["status"], done["attempts"], len(calls)) == ("completed", 2, 2)

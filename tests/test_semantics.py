@@ -1,4 +1,5 @@
-"""Every summary field, computed by the workers' SQL, equals the independent computation in
+"""Every summary field, computed both ways the code can (the rollups the workers use, and the
+direct aggregates over raw rows that stay as the reference), equals the independent computation in
 tests/reference.py on randomised data: subaccounts in and out of scope, window edges (the last
 microsecond of EndDate, the midnight after it, the microsecond before StartDate), empty windows,
 even counts for the median, and half-even rounding."""
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from shared import aggregates
+from shared import aggregates, rollups
 from shared.models import FEEDBACK_ISSUES, Call, CallFeedback, FeedbackSummary
 from shared.representations import summary_resource
 from shared.sids import CALL, new_sid
@@ -57,8 +58,12 @@ def accounts(engine):
             "sibling": make_account(engine, parent, name="sibling"), "stranger": make_account(engine, name="stranger")}
 
 
-def sql_summary(session: Session, account_sid: str, include: bool, start: dt.date, end: dt.date) -> dict:
-    result = aggregates.compute(session, account_sid, include, start, end)
+METHODS = {"rollups": rollups.compute, "direct": aggregates.compute}
+
+
+def sql_summary(session: Session, account_sid: str, include: bool, start: dt.date, end: dt.date,
+                method: str = "rollups") -> dict:
+    result = METHODS[method](session, account_sid, include, start, end)
     summary = FeedbackSummary(sid="FS" + "0" * 32, account_sid=account_sid, status="completed", start_date=start,
                               end_date=end, include_subaccounts=include, date_created=dt.datetime.now(UTC),
                               date_updated=dt.datetime.now(UTC), **result.columns())
@@ -67,7 +72,7 @@ def sql_summary(session: Session, account_sid: str, include: bool, start: dt.dat
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=datasets())
-def test_sql_summary_equals_the_independent_computation(engine, accounts, data):
+def test_both_computations_equal_the_independent_one(engine, accounts, data):
     start, end, include, calls, feedback = data
     call_rows, feedback_rows, call_sids = [], [], []
     with Session(engine) as session:  # rolled back at the end: every example starts empty
@@ -86,8 +91,10 @@ def test_sql_summary_equals_the_independent_computation(engine, accounts, data):
         parent = accounts["parent"].sid
         scope = {parent, accounts["child"].sid, accounts["sibling"].sid} if include else {parent}
         for account_sid, in_scope in ((parent, scope), (accounts["child"].sid, {accounts["child"].sid})):
-            got = sql_summary(session, account_sid, include and account_sid == parent, start, end)
-            assert got == expected_summary(call_rows, feedback_rows, in_scope, start, end)
+            expected = expected_summary(call_rows, feedback_rows, in_scope, start, end)
+            for method in METHODS:
+                assert sql_summary(session, account_sid, include and account_sid == parent, start, end,
+                                   method) == expected, method
         session.rollback()
 
 
@@ -103,7 +110,9 @@ def _load(engine, account, calls_at: list[dt.datetime], feedback: list[tuple[int
 
 def _summary(engine, account, start=BASE, end=BASE) -> dict:
     with Session(engine) as session:
-        return sql_summary(session, account.sid, False, start, end)
+        both = [sql_summary(session, account.sid, False, start, end, method) for method in METHODS]
+    assert both[0] == both[1]
+    return both[0]
 
 
 def test_an_empty_window_has_zero_counts_null_scores_and_no_issues(engine, accounts):

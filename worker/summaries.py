@@ -8,7 +8,7 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import aggregates
+from shared import rollups
 from shared.callbacks import add_delivery
 from shared.config import get_settings
 from shared.db import get_sessionmaker
@@ -42,7 +42,7 @@ def compute_summary(self: Task, summary_sid: str) -> None:
             if summary is None:
                 log.info("not claimable: finished, deleted or leased by another worker", extra=context)
                 return
-            result = aggregates.compute(session, summary.account_sid, summary.include_subaccounts,
+            result = rollups.compute(session, summary.account_sid, summary.include_subaccounts,
                                         summary.start_date, summary.end_date)
             done = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED,
                               FeedbackSummary.claimed_by == owner, lease_expires_at=None, **result.columns())

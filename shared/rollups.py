@@ -1,0 +1,75 @@
+"""The summary from the per-day rollups: a few hundred rows per account-year, whatever the volume.
+
+Every field is exact: counts and issue counts are sums; the average, median and population
+standard deviation follow from the five score counts with integer arithmetic, and are rounded
+half-even once, at the end. shared.aggregates computes the same from the raw rows and stays as
+the reference the tests hold this to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, localcontext
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared.aggregates import SummaryResult, issue_list, scope
+from shared.formats import round4
+from shared.models import FEEDBACK_ISSUES, DailyCalls, DailyFeedback, issue_column
+
+SCORES = range(1, 6)
+
+
+def _median(counts: list[int]) -> Decimal:
+    """The middle score (the mean of the two middle ones for an even count) from counts per score."""
+    n = sum(counts)
+    wanted = sorted({(n - 1) // 2, n // 2})  # 0-based positions of the middle value(s)
+    values, seen = [], 0
+    for score, count in zip(SCORES, counts):
+        while wanted and wanted[0] < seen + count:
+            values.append(score)
+            wanted.pop(0)
+        seen += count
+    return Decimal(sum(values)) / len(values)
+
+
+def score_statistics(counts: list[int]) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+    """(average, median, population standard deviation), each rounded half-even to 4 places."""
+    n = sum(counts)
+    if n == 0:
+        return None, None, None
+    total = sum(score * count for score, count in zip(SCORES, counts))
+    squares = sum(score * score * count for score, count in zip(SCORES, counts))
+    with localcontext() as context:
+        # Enough digits that rounding to 4 places is decided exactly: a rational with this
+        # denominator is either a tie (and exact here) or far from one.
+        context.prec = 60
+        average = Decimal(total) / n
+        deviation = Decimal(n * squares - total * total).sqrt() / n  # sqrt(E[x^2] - E[x]^2), exact inputs
+        return round4(average), round4(_median(counts)), round4(deviation)
+
+
+def compute(session: Session, account_sid: str, include_subaccounts: bool,
+            start_date: dt.date, end_date: dt.date) -> SummaryResult:
+    accounts = scope(session, account_sid, include_subaccounts)
+    call_count = session.scalar(
+        select(func.coalesce(func.sum(DailyCalls.calls), 0))
+        .where(DailyCalls.account_sid.in_(accounts), DailyCalls.day.between(start_date, end_date))
+    )
+    columns = [f"score_{score}" for score in SCORES] + [issue_column(issue) for issue in FEEDBACK_ISSUES]
+    sums = session.execute(
+        select(*(func.coalesce(func.sum(getattr(DailyFeedback, name)), 0) for name in columns))
+        .where(DailyFeedback.account_sid.in_(accounts), DailyFeedback.day.between(start_date, end_date))
+    ).one()
+    counts, issue_counts = [int(v) for v in sums[:5]], [int(v) for v in sums[5:]]
+    average, median, deviation = score_statistics(counts)
+    reported = [(issue, count) for issue, count in zip(FEEDBACK_ISSUES, issue_counts) if count]
+    return SummaryResult(
+        call_count=int(call_count),
+        call_feedback_count=sum(counts),
+        quality_score_average=average,
+        quality_score_median=median,
+        quality_score_standard_deviation=deviation,
+        issues=issue_list(reported, int(call_count)),
+    )
