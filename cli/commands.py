@@ -104,3 +104,9 @@ def callbacks(args: argparse.Namespace) -> None:
     except deliveries.SelectionError as error:
         raise CommandError(error) from None
     print(f"{count} deliveries {'would be sent' if args.dry_run else 'sent again'}")
+
+
+def bench(args: argparse.Namespace) -> int:
+    from bench.run import main
+
+    return main(args)

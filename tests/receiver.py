@@ -36,6 +36,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body go out as separate writes
             def _handle(self):
                 arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)

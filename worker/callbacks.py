@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 
 import requests
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_, text, update
 from sqlalchemy.orm import Session
 
-from shared.callbacks import request_target, signature, signing_token
+from shared.callbacks import request_target, signature
 from shared.config import Settings, get_settings
 from shared.db import get_sessionmaker
-from shared.models import CallbackAttempt, CallbackDelivery
+from shared.models import Account, CallbackDelivery
 from shared.queue import DELIVER_CALLBACK, clear_callback_in_flight, enqueue_callback, get_redis
 from worker.celery_app import app
 from worker.circuit import CircuitBreaker, HostLimiter
@@ -46,19 +46,38 @@ class AttemptResult:
         return Outcome.FINAL if self.forbidden else classify(self.status_code)
 
 
-def _claim(session: Session, summary_sid: str, lease_s: float) -> CallbackDelivery | None:
+@dataclass(frozen=True)
+class Claimed:
+    """What an attempt needs of its delivery, and the account's token to sign with."""
+
+    summary_sid: str
+    url: str
+    host: str
+    method: str
+    params: dict
+    idempotency_token: str
+    attempts: int
+    attempt_limit: int
+    auth_token: str
+
+
+def _claim(session: Session, summary_sid: str, lease_s: float) -> Claimed | None:
+    """One round trip: lease the delivery if it is due and free, and read the signing token with it."""
+    table = CallbackDelivery.__table__
     statement = (
-        update(CallbackDelivery)
-        .where(CallbackDelivery.summary_sid == summary_sid, CallbackDelivery.state == "pending",
-               CallbackDelivery.next_attempt_at <= func.now(),
-               or_(CallbackDelivery.leased_until.is_(None), CallbackDelivery.leased_until < func.now()))
+        update(table)
+        .where(table.c.summary_sid == summary_sid, table.c.state == "pending", table.c.next_attempt_at <= func.now(),
+               or_(table.c.leased_until.is_(None), table.c.leased_until < func.now()),
+               Account.sid == table.c.account_sid)
         .values(leased_until=func.now() + dt.timedelta(seconds=lease_s))
-        .returning(CallbackDelivery)
+        .returning(table.c.summary_sid, table.c.url, table.c.host, table.c.method, table.c.params,
+                   table.c.idempotency_token, table.c.attempts, table.c.attempt_limit, Account.auth_token)
     )
-    return session.scalars(statement, execution_options={"populate_existing": True}).one_or_none()
+    row = session.execute(statement).first()
+    return Claimed(*row) if row else None
 
 
-def send(delivery: CallbackDelivery, auth_token: str, settings: Settings) -> AttemptResult:
+def send(delivery: Claimed | CallbackDelivery, auth_token: str, settings: Settings) -> AttemptResult:
     """One HTTP request, signed; redirects not followed, at most a kilobyte of the answer read."""
     url, form = request_target(delivery.url, delivery.method, delivery.params)
     prepared = requests.Request(delivery.method, url, data=form, headers={
@@ -67,6 +86,10 @@ def send(delivery: CallbackDelivery, auth_token: str, settings: Settings) -> Att
     }).prepare()
     # Signed over the URL exactly as it goes on the wire, after requests has normalised it.
     prepared.headers["X-Twilio-Signature"] = signature(auth_token, prepared.url, form)
+    if isinstance(prepared.body, str):
+        # As bytes, http.client sends headers and body in one segment; as str, in two, and Nagle's
+        # algorithm with the receiver's delayed ACK then stalls every POST for 40 ms.
+        prepared.body = prepared.body.encode("utf-8")
     started = time.monotonic()
     elapsed_ms = lambda: int((time.monotonic() - started) * 1000)  # noqa: E731
     session = guarded_session(settings.callback_allowed_networks)
@@ -85,7 +108,23 @@ def send(delivery: CallbackDelivery, auth_token: str, settings: Settings) -> Att
                          response.headers.get("Retry-After"))
 
 
-def _settle(summary_sid: str, delivery: CallbackDelivery, result: AttemptResult, settings: Settings) -> float | None:
+SETTLE = text("""
+WITH settled AS (
+    UPDATE callback_deliveries
+    SET attempts = :number, state = CAST(:state AS varchar), leased_until = NULL, last_error = :error,
+        date_updated = now(), next_attempt_at = now() + make_interval(secs => CAST(:delay_s AS float8)),
+        delivered_at = CASE WHEN CAST(:state AS varchar) = 'delivered' THEN now() END
+    WHERE summary_sid = :sid
+    RETURNING summary_sid
+)
+INSERT INTO callback_attempts (summary_sid, number, attempted_at, outcome, status_code, error, latency_ms,
+                               response_excerpt)
+SELECT summary_sid, :number, now(), :outcome, :status_code, :attempt_error, :latency_ms, :excerpt FROM settled
+RETURNING id
+""")
+
+
+def _settle(summary_sid: str, delivery: Claimed, result: AttemptResult, settings: Settings) -> float | None:
     """Record the attempt and the delivery's new state; the delay before the next attempt, if any."""
     number = delivery.attempts + 1
     outcome = result.outcome
@@ -98,23 +137,16 @@ def _settle(summary_sid: str, delivery: CallbackDelivery, result: AttemptResult,
     state = {Outcome.DELIVERED: "delivered", Outcome.FINAL: "failed"}.get(outcome, "pending")
     error = result.error or (None if outcome is Outcome.DELIVERED else f"HTTP {result.status_code}")
     with get_sessionmaker()() as session:
-        updated = session.execute(
-            update(CallbackDelivery)
-            .where(CallbackDelivery.summary_sid == summary_sid)
-            .values(attempts=number, state=state, leased_until=None, last_error=error, date_updated=func.now(),
-                    next_attempt_at=func.now() + dt.timedelta(seconds=delay_s or 0),
-                    delivered_at=func.now() if state == "delivered" else None)
-            .returning(CallbackDelivery.summary_sid)
-        ).first()
-        if updated is None:  # the summary was deleted during the attempt: nothing left to record
-            session.rollback()
-            return None
-        session.add(CallbackAttempt(
-            summary_sid=summary_sid, number=number, attempted_at=func.now(), outcome=outcome.value,
-            status_code=result.status_code, error=result.error, latency_ms=result.latency_ms,
-            response_excerpt=result.excerpt,
-        ))
+        # One statement: the delivery's new state and the attempt's record, or neither when the
+        # summary (and so its delivery) was deleted during the attempt.
+        recorded = session.execute(SETTLE, {
+            "sid": summary_sid, "number": number, "state": state, "error": error, "delay_s": delay_s or 0,
+            "outcome": outcome.value, "status_code": result.status_code, "attempt_error": result.error,
+            "latency_ms": result.latency_ms, "excerpt": result.excerpt,
+        }).first()
         session.commit()
+    if recorded is None:
+        return None
     log.info("callback attempt %d: %s", number, outcome.value,
              extra={"summary_sid": summary_sid, "status_code": result.status_code, "latency_ms": result.latency_ms})
     return delay_s
@@ -134,7 +166,6 @@ def deliver_callback(summary_sid: str) -> None:
     lease_s = settings.callback_connect_timeout_s + settings.callback_read_timeout_s + 30
     with get_sessionmaker()() as session:
         delivery = _claim(session, summary_sid, lease_s)
-        token = signing_token(session, delivery.account_sid) if delivery is not None else None
         session.commit()
     clear_callback_in_flight(summary_sid)
     if delivery is None:
@@ -150,7 +181,7 @@ def deliver_callback(summary_sid: str) -> None:
         _postpone(summary_sid, BUSY_HOST_RETRY_S)
         return
     try:
-        result = send(delivery, token, settings)
+        result = send(delivery, delivery.auth_token, settings)
     finally:
         limiter.release(delivery.host)
     if not result.forbidden:

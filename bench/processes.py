@@ -1,0 +1,79 @@
+"""Child processes for the bench: gunicorn, Celery workers; output kept in files under the work dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+
+class Child:
+    def __init__(self, name: str, command: list[str], log_dir: Path, env: dict | None = None):
+        self.name = name
+        self.log = open(log_dir / f"{name}.log", "wb")
+        self.popen = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=self.log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Resident memory now, in MB, of this process and each of its children, by pid."""
+        found = {}
+        try:
+            root = psutil.Process(self.popen.pid)
+            for process in [root, *root.children(recursive=True)]:
+                found[f"{process.pid}"] = process.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            pass
+        return found
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def gunicorn(app: str, log_dir: Path, workers: int, name: str) -> tuple[Child, str]:
+    port = free_port()
+    child = Child(name, [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers",
+                         str(workers)], log_dir)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            return child, url
+        except urllib.error.HTTPError:
+            return child, url  # answering, even if not with 200 (the bare app has no /healthz)
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start; see {log_dir}/{name}.log")
+
+
+def celery_worker(app: str, queues: str, log_dir: Path, name: str, concurrency: int, pool: str = "prefork",
+                  env: dict | None = None) -> Child:
+    return Child(name, [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-n", f"{name}@%h",
+                        "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "WARNING",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat"], log_dir, env)
+
+
+def celery_beat(log_dir: Path, env: dict | None = None) -> Child:
+    return Child("beat", [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel",
+                          "WARNING", "-s", str(log_dir / "celerybeat-schedule")], log_dir, env)

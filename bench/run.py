@@ -1,0 +1,103 @@
+"""`summaries bench [--quick]`: build or reuse the dataset, measure every row, print one table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+from bench import figures, loading
+from bench.dataset import ensure
+from shared import queue
+from shared.config import get_settings
+from shared.db import database_url, get_engine
+from shared.embedded import EmbeddedRedis
+from shared.migrate import upgrade
+
+SIZES = {  # big account's calls, small accounts, seconds of load, summaries and callbacks per batch, import rows
+    "full": dict(big_calls=10_000_000, small=20, seconds=10, batch=2000, rows=1_000_000),
+    "quick": dict(big_calls=500_000, small=5, seconds=3, batch=300, rows=100_000),
+}
+
+
+ROWS = ("sql", "creates", "summaries", "latency", "callbacks", "import", "memory")
+
+
+def table(rows: list[figures.Row]) -> str:
+    lines = ["| figure | ours | measured against | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.figure} | {row.ours} | {row.against} | {row.ratio} | {row.target} | {met} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import psutil
+
+    return (f"{platform.node()}: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"{platform.platform()}, Python {platform.python_version()}")
+
+
+def main(args: argparse.Namespace) -> int:
+    if shutil.which("wrk") is None:
+        print("summaries bench needs wrk (Debian: apt-get install wrk); `make bench` installs it")
+        return 2
+    size = SIZES["quick" if args.quick else "full"]
+    settings = get_settings()
+    url = database_url(settings)  # starts the embedded PostgreSQL when DATABASE_URL is unset
+    embedded_redis = None
+    if settings.redis_url is None:
+        embedded_redis = EmbeddedRedis(settings.data_dir)
+        broker = embedded_redis.start()
+    else:
+        broker = settings.redis_url
+    upgrade(url)
+    os.environ.update(DATABASE_URL=url, REDIS_URL=broker)  # for the processes the bench starts
+    get_settings.cache_clear()
+    queue.get_redis.cache_clear()
+    queue.get_celery.cache_clear()
+    try:
+        return _measure(args, size, url)
+    finally:
+        if embedded_redis is not None and embedded_redis.process is not None:
+            embedded_redis.stop()
+
+
+def _measure(args: argparse.Namespace, size: dict, url: str) -> int:
+    engine = get_engine()
+    with engine.connect() as connection:
+        server = connection.exec_driver_sql("SHOW server_version").scalar()
+    data = ensure(engine, size["big_calls"], size["small"])
+    work = Path(tempfile.mkdtemp(prefix="cfs-bench-"))
+    print(f"measuring ({'quick' if args.quick else 'full'} size; logs in {work})...", flush=True)
+    wanted = set(args.only.split(",")) if args.only else set(ROWS)
+    rows, api_mb, worker_mb = [], 0.0, 0.0
+
+    def measure(name, run):
+        if name in wanted:
+            rows.append(run())
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+
+    measure("sql", lambda: figures.summary_sql(engine, data))
+    if "creates" in wanted or "memory" in wanted:
+        row, api_mb = figures.creates_per_second(engine, data, work, size["seconds"])
+        measure("creates", lambda: row)
+    if "summaries" in wanted or "memory" in wanted:
+        row, worker_mb = figures.summaries_per_second(engine, data, work, size["batch"])
+        measure("summaries", lambda: row)
+    measure("latency", lambda: figures.end_to_end_latency(engine, data, work, size["seconds"]))
+    measure("callbacks", lambda: figures.callbacks_per_second(engine, data, work, size["batch"]))
+    measure("import", lambda: loading.import_rate(engine, url, data.small[-1].sid, work, size["rows"]))
+    measure("memory", lambda: loading.memory(api_mb, worker_mb, data.medium.sid, data.big.sid, size["big_calls"],
+                                             size["big_calls"] // 10))
+    report = (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; "
+              f"PostgreSQL {server}.\n\n{table(rows)}\n")
+    print("\n" + report)
+    if args.output:
+        Path(args.output).write_text(report)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(row.met is not False for row in rows) else 1
