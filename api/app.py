@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import feedback, health, summaries
+from shared import logs, metrics
 from api.auth import authenticate, authorize
 from api.http import FORM_TYPE, Request, Response, parse_form, read_body
 from api.routing import Router
@@ -42,6 +44,7 @@ def build_router() -> Router:
     router.add(f"{API_PREFIX}/{{CallSid}}/Feedback.json", GET=feedback.fetch, POST=feedback.update)
     router.add("/healthz", authenticated=False, GET=health.healthz)
     router.add("/readyz", authenticated=False, GET=health.readyz)
+    router.add("/metrics", authenticated=False, GET=health.metrics)
     return router
 
 
@@ -64,33 +67,43 @@ class App:
         request_id = "RQ" + secrets.token_hex(16)
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
-        try:
-            response = self.handle(environ, method, path, request_id)
-        except ApiError as error:
-            response = Response(error.status, error.to_dict(), list(error.headers))
-        except (OperationalError, PoolTimeout):
-            log.warning("database unavailable", exc_info=True, extra={"request_id": request_id})
-            error = ServiceUnavailable()
-            response = Response(error.status, error.to_dict())
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id, "path": path})
-            error = InternalError()
-            response = Response(error.status, error.to_dict())
+        started = time.perf_counter()
+        route = "unmatched"
+        with logs.bind(request_id=request_id):
+            try:
+                matched, handler, params = self.router.match(method, path)
+                route = matched.template
+                response = self.handle(environ, method, path, request_id, matched, handler, params)
+            except ApiError as error:
+                response = Response(error.status, error.to_dict(), list(error.headers))
+            except (OperationalError, PoolTimeout):
+                log.warning("database unavailable", exc_info=True)
+                error = ServiceUnavailable()
+                response = Response(error.status, error.to_dict())
+            except Exception:
+                log.exception("unhandled error", extra={"path": path})
+                error = InternalError()
+                response = Response(error.status, error.to_dict())
+            elapsed_s = time.perf_counter() - started
+            metrics.HTTP_REQUESTS.labels(route, method, str(response.status)).inc()
+            metrics.HTTP_LATENCY.labels(route, method).observe(elapsed_s)
+            log.info("request", extra={"method": method, "route": route, "status": response.status,
+                                       "duration_ms": round(elapsed_s * 1000, 2)})
         body = response.encode()
         headers = [*COMMON_HEADERS, ("Twilio-Request-Id", request_id), *response.headers]
         if body:
-            headers += [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body)))]
+            headers += [("Content-Type", response.content_type), ("Content-Length", str(len(body)))]
         start_response(response.status_line(), headers)
         return [body] if body and method != "HEAD" else []
 
-    def handle(self, environ: dict, method: str, path: str, request_id: str) -> Response:
-        route, handler, params = self.router.match(method, path)
+    def handle(self, environ: dict, method: str, path: str, request_id: str, route, handler, params) -> Response:
         with self.services.sessions() as session:
             request = Request(method, path, request_id, environ, session=session, services=self.services)
             if not route.authenticated:
                 return handler(request, **params)
             caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
             account = authorize(session, caller, params.pop("AccountSid"), path)
+            logs.add(account_sid=account.sid)
             if method == "POST":
                 request.form = _form(environ, self.services.settings)
             return handler(request, account, **params)

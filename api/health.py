@@ -25,3 +25,11 @@ def readyz(request: Request) -> Response:
     if failing:
         raise ServiceUnavailable(f"Service Unavailable: {' and '.join(failing)} not reachable")
     return Response(200, {"status": "ok", "postgresql": "ok", "redis": "ok"})
+
+
+def metrics(request: Request) -> Response:
+    """Prometheus exposition: every API and worker process on this machine, and the live state."""
+    from shared.metrics import exposition
+
+    body, content_type = exposition()
+    return Response(200, raw=body, content_type=content_type)

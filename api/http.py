@@ -76,11 +76,15 @@ class Response:
     status: int
     body: Any = None  # JSON-serialisable, or None for an empty body
     headers: list[tuple[str, str]] = field(default_factory=list)
+    raw: bytes | None = None  # a body that is not JSON (the metrics), sent as is with content_type
+    content_type: str = "application/json; charset=utf-8"
 
     def status_line(self) -> str:
         return f"{self.status} {HTTPStatus(self.status).phrase}"
 
     def encode(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         if self.body is None:
             return b""
         return json.dumps(self.body, separators=(",", ":")).encode("utf-8")

@@ -14,7 +14,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from api.http import Request, Response
+from shared import logs, metrics
 from shared.errors import BadRequest, NotFound
+from shared.events import record
 from shared.formats import parse_bool
 from shared.models import Account, FeedbackSummary, IdempotencyKey
 from shared.representations import summary_resource
@@ -138,7 +140,10 @@ def create(request: Request, account: Account) -> Response:
         replayed = _replay(session, account, key, params)
         if replayed is not None:
             return replayed
+    record(session, summary.sid, "created", request.request_id, idempotency_key=key)
     session.commit()
+    metrics.SUMMARIES_CREATED.inc()
+    logs.add(summary_sid=summary.sid)
     # Only after the commit: a worker must never receive an id it cannot read.
     services.enqueue_summary(summary.sid)
     return Response(201, summary_resource(summary))

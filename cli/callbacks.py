@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared.config import get_settings
 from shared.db import get_engine
+from shared.events import operator, record
 from shared.models import CallbackDelivery
 from shared.queue import enqueue_callback
 
@@ -73,6 +74,7 @@ def redeliver(args: argparse.Namespace, out=print) -> int:
                         attempt_limit=CallbackDelivery.attempts + budget,
                         redeliveries=CallbackDelivery.redeliveries + 1)
             )
+            record(session, delivery.summary_sid, "callback redelivered", operator(), previous_state=delivery.state)
             session.commit()
             enqueue_callback(delivery.summary_sid)
             time.sleep(1 / args.rate)

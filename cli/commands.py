@@ -110,3 +110,113 @@ def bench(args: argparse.Namespace) -> int:
     from bench.run import main
 
     return main(args)
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _age(seconds) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s"
+
+
+def status(args: argparse.Namespace) -> None:
+    from cli.main import print_json
+    from cli.operations import status as gather
+
+    found = gather()
+    if args.json:
+        print_json(found)
+        return
+    print("queues")
+    for name, queue in found["queues"].items():
+        print(f"  {name:<10} {queue['depth']:>7} waiting   oldest {_age(queue['oldest_age_s'])}")
+    summaries = found["summaries"]
+    print("summaries")
+    for name in ("queued", "in-progress", "completed", "failed"):
+        print(f"  {name:<12} {summaries[name]:>7}")
+    print(f"  oldest queued {_age(summaries['oldest_queued_age_s'])}, expired leases {summaries['expired_leases']}")
+    print("deliveries")
+    for name, count in found["deliveries"].items():
+        print(f"  {name:<12} {count:>7}")
+    print("workers" + ("" if found["workers"] else "  none answered a ping"))
+    for worker in found["workers"]:
+        running = ", ".join(f"{t['task']} {t['sid']}" for t in worker["running"]) or "idle"
+        print(f"  {worker['name']:<40} {running}")
+
+
+def jobs(args: argparse.Namespace) -> None:
+    from cli.main import print_json
+    from cli.operations import jobs as gather
+
+    rows = gather(args.status, args.account, args.since, args.limit)
+    if args.json:
+        print_json(rows)
+        return
+    print(f"{'summary':<34}  {'status':<11}  {'created':<19}  {'tries':>5}  {'callback':<9}  reason / worker")
+    for row in rows:
+        note = row["failure_reason"] or row["claimed_by"] or ""
+        print(f"{row['sid']:<34}  {row['status']:<11}  {_when(row['date_created']):<19}  {row['attempts']:>5}  "
+              f"{row['callback'] or '-':<9}  {note[:60]}")
+
+
+def show(args: argparse.Namespace) -> int:
+    from cli.main import print_json
+    from cli.operations import show as gather
+
+    found = {sid: gather(sid) for sid in args.sids}
+    if args.json:
+        print_json(found)
+    for sid, summary in found.items():
+        if args.json:
+            break
+        if summary is None:
+            print(f"{sid}: no such summary")
+            continue
+        print(f"{sid}  {summary['status']}  account {summary['account_sid']}  window {summary['window']}"
+              f"{'  with subaccounts' if summary['include_subaccounts'] else ''}")
+        print(f"  request id {summary['request_id']}")
+        if summary["failure_reason"]:
+            print(f"  failure    {summary['failure_reason']}")
+        if summary["callback"]:
+            callback = summary["callback"]
+            print(f"  callback   {callback['method']} {callback['url']}: {callback['state']} after "
+                  f"{callback['attempts']} attempts")
+        for entry in summary["timeline"]:
+            extra = {k: v for k, v in entry.items() if k not in ("at", "what", "by") and v is not None}
+            by = f" by {entry['by']}" if entry.get("by") else ""
+            details = "  " + ", ".join(f"{k}={v}" for k, v in extra.items()) if extra else ""
+            print(f"  {_when(entry['at'])}  {entry['what']}{by}{details}")
+    return 0 if all(found.values()) else 1
+
+
+def retry(args: argparse.Namespace) -> None:
+    from cli.main import print_json
+    from cli.operations import retry as act
+
+    outcome = act(args.sids)
+    if args.json:
+        print_json(outcome)
+        return
+    for sid, what in outcome.items():
+        print(f"{sid}: {what}")
+
+
+def purge(args: argparse.Namespace) -> None:
+    from cli.main import print_json
+    from cli.operations import purge as act
+    from cli.operations import purgeable
+
+    sids = purgeable(args.older_than)
+    if not args.yes:
+        if not sids:
+            print("nothing to purge")
+            return
+        answer = input(f"delete {len(sids)} failed summaries older than {args.older_than:g} days? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CommandError("nothing was deleted")
+    deleted = act(sids) if sids else 0
+    if args.json:
+        print_json({"deleted": deleted})
+    else:
+        print(f"deleted {deleted} failed summaries")

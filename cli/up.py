@@ -48,8 +48,8 @@ def ensure_demo(url: str) -> Account:
 def _children(args: argparse.Namespace, data_dir) -> list[tuple[str, list[str]]]:
     python = sys.executable
     return [
-        ("web", [python, "-m", "gunicorn", "api.wsgi:application", "--bind", f"{args.host}:{args.port}",
-                 "--workers", str(args.web_processes), "--access-logfile", "-", "--graceful-timeout", "10"]),
+        ("web", [python, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:application", "--bind",
+                 f"{args.host}:{args.port}", "--workers", str(args.web_processes), "--graceful-timeout", "10"]),
         ("worker", [python, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "summaries",
                     "--concurrency", str(args.worker_concurrency), "-n", "summaries@%h", "--loglevel", "INFO"]),
         # Callbacks wait on other people's servers: threads, many of them, in a worker of their own.
@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         broker = embedded_redis.start()
     upgrade(db_url)
     demo = ensure_demo(db_url) if args.demo else None
+    from shared import metrics
+
+    metrics.clear()  # samples of a previous run's processes
 
     stopping = False
 

@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
+from shared.events import record
 from shared.models import FeedbackSummary
 from shared.status import SummaryStatus, can_transition
 
@@ -16,17 +17,32 @@ class IllegalTransition(ValueError):
 
 
 def transition(session: Session, sid: str, expected: SummaryStatus, target: SummaryStatus,
-               *conditions, **values) -> FeedbackSummary | None:
-    """Move sid from expected to target; None when it was not in `expected` (or is gone)."""
+               *conditions, actor: str | None = None, **values) -> FeedbackSummary | None:
+    """Move sid from expected to target, and record it; None when it was not in `expected` (or is gone)."""
     if not can_transition(expected, target):
         raise IllegalTransition(f"{expected.value} -> {target.value}")
+    return _move(session, sid, expected, target, conditions, actor, values)
+
+
+def _move(session: Session, sid: str, expected: SummaryStatus, target: SummaryStatus, conditions, actor, values):
     statement = (
         update(FeedbackSummary)
         .where(FeedbackSummary.sid == sid, FeedbackSummary.status == expected.value, *conditions)
         .values(status=target.value, date_updated=func.now(), **values)
         .returning(FeedbackSummary)
     )
-    return session.scalars(statement, execution_options={"populate_existing": True}).one_or_none()
+    moved = session.scalars(statement, execution_options={"populate_existing": True}).one_or_none()
+    if moved is not None:
+        detail = {"reason": values["failure_reason"]} if values.get("failure_reason") else {}
+        record(session, sid, target.value, actor, **detail)
+    return moved
+
+
+def retry_failed(session: Session, sid: str, actor: str) -> FeedbackSummary | None:
+    """failed -> queued, by an operator: the one move outside the workers' table (SPEC: no other
+    transitions happen by themselves). The failure reason stays in the timeline, not on the row."""
+    return _move(session, sid, SummaryStatus.FAILED, SummaryStatus.QUEUED, (), actor,
+                 dict(failure_reason=None, claimed_by=None, lease_expires_at=None))
 
 
 def claim(session: Session, sid: str, owner: str, lease_s: int) -> FeedbackSummary | None:
@@ -35,7 +51,7 @@ def claim(session: Session, sid: str, owner: str, lease_s: int) -> FeedbackSumma
     Taking over is a change of owner, not of status: the summary stays in-progress.
     """
     lease = func.now() + dt.timedelta(seconds=lease_s)
-    claimed = transition(session, sid, SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS,
+    claimed = transition(session, sid, SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS, actor=owner,
                          claimed_by=owner, lease_expires_at=lease, attempts=FeedbackSummary.attempts + 1)
     if claimed is not None:
         return claimed
@@ -49,4 +65,8 @@ def claim(session: Session, sid: str, owner: str, lease_s: int) -> FeedbackSumma
         .values(claimed_by=owner, lease_expires_at=lease, attempts=FeedbackSummary.attempts + 1)
         .returning(FeedbackSummary)
     )
-    return session.scalars(statement, execution_options={"populate_existing": True}).one_or_none()
+    taken = session.scalars(statement, execution_options={"populate_existing": True}).one_or_none()
+    if taken is not None:
+        # Another worker after an expired lease, or this message's own retry.
+        record(session, sid, "reclaimed", owner, attempt=taken.attempts)
+    return taken

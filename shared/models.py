@@ -237,3 +237,18 @@ for _score in range(1, 6):
 for _issue in FEEDBACK_ISSUES:
     setattr(DailyFeedback, issue_column(_issue), mapped_column(issue_column(_issue), BigInteger, server_default="0",
                                                                nullable=False))
+
+
+class SummaryEvent(Base):
+    """A summary's history for operators: created, claimed, taken over, completed, failed, and every
+    operator action, each with its time and who (a request id, a worker, an operator)."""
+
+    __tablename__ = "summary_events"
+    __table_args__ = (Index("summary_events_summary_at", "summary_sid", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    summary_sid: Mapped[str] = mapped_column(Sid, ForeignKey("feedback_summaries.sid", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict | None] = mapped_column(JSONB)

@@ -6,7 +6,9 @@ Messages are JSON and carry ids only; PostgreSQL holds the state, so there is no
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import time
 
 import redis
 from celery import Celery
@@ -30,6 +32,8 @@ CALLBACK_IN_FLIGHT_KEY = "cfs:inflight:callback:{sid}"
 # unacknowledged message to another worker after its visibility timeout (1 h). PostgreSQL keeps
 # the due time, and the sweeper sends the message when it is due.
 MAX_COUNTDOWN_S = 300
+# When a message was sent (Celery's messages carry no time): the age of a queue's oldest message.
+SENT_AT_HEADER = "cfs_sent_at"
 
 
 def broker_url(settings: Settings) -> str:
@@ -84,7 +88,8 @@ def get_redis() -> redis.Redis:
 def enqueue_summary(summary_sid: str) -> bool:
     """Send the compute message; False when Redis cannot take it (the sweeper re-sends it later)."""
     try:
-        get_celery().send_task(COMPUTE_SUMMARY, args=[summary_sid], queue=SUMMARIES_QUEUE, retry=False)
+        get_celery().send_task(COMPUTE_SUMMARY, args=[summary_sid], queue=SUMMARIES_QUEUE, retry=False,
+                               headers={SENT_AT_HEADER: time.time()})
         get_redis().set(IN_FLIGHT_KEY.format(sid=summary_sid), 1, ex=IN_FLIGHT_TTL_S)
     except Exception:
         log.warning("enqueue failed; the sweeper will re-send", exc_info=True, extra={"summary_sid": summary_sid})
@@ -113,7 +118,7 @@ def enqueue_callback(summary_sid: str, delay_s: float = 0) -> bool:
         return False
     try:
         get_celery().send_task(DELIVER_CALLBACK, args=[summary_sid], queue=CALLBACKS_QUEUE,
-                               countdown=delay_s or None, retry=False)
+                               countdown=delay_s or None, retry=False, headers={SENT_AT_HEADER: time.time()})
         get_redis().set(CALLBACK_IN_FLIGHT_KEY.format(sid=summary_sid), 1, ex=int(delay_s) + IN_FLIGHT_TTL_S)
     except Exception:
         log.warning("callback enqueue failed; the sweeper will re-send", exc_info=True,
@@ -134,3 +139,17 @@ def callbacks_without_message(client: redis.Redis, summary_sids: list[str]) -> l
         return []
     markers = client.mget([CALLBACK_IN_FLIGHT_KEY.format(sid=sid) for sid in summary_sids])
     return [sid for sid, marker in zip(summary_sids, markers) if marker is None]
+
+
+def queue_depth(client: redis.Redis, queue: str) -> tuple[int, float | None]:
+    """(messages waiting, age in seconds of the oldest) for a queue on the Redis broker. Kombu pushes
+    on the left and pops on the right, so the oldest message is the last element."""
+    with client.pipeline() as pipe:
+        depth, oldest = pipe.llen(queue).lindex(queue, -1).execute()
+    if not oldest:
+        return depth, None
+    try:
+        sent_at = json.loads(oldest)["headers"].get(SENT_AT_HEADER)
+    except (ValueError, KeyError, AttributeError):
+        sent_at = None
+    return depth, (max(0.0, time.time() - float(sent_at)) if sent_at else None)

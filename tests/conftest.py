@@ -16,7 +16,10 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from shared import db, queue
+# Before anything imports prometheus_client (through shared.metrics): this run's own samples.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cfs-test-metrics-")
+
+from shared import db, queue  # noqa: E402
 from shared.config import get_settings
 from shared.embedded import EmbeddedRedis, postgres_url
 from shared.migrate import upgrade

@@ -67,10 +67,11 @@ class Process:
         self._log.close()
 
 
-def gunicorn(log_dir: Path, workers: int = 1) -> tuple[Process, str]:
+def gunicorn(log_dir: Path, workers: int = 1, env: dict | None = None) -> tuple[Process, str]:
     port = free_port()
-    process = Process("gunicorn", [sys.executable, "-m", "gunicorn", "api.wsgi:application", "--bind",
-                                   f"127.0.0.1:{port}", "--workers", str(workers)], log_dir)
+    process = Process("gunicorn", [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf",
+                                   "api.wsgi:application", "--bind",
+                                   f"127.0.0.1:{port}", "--workers", str(workers)], log_dir, env)
     base_url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

@@ -17,7 +17,7 @@ from shared.accounts import create_account
 from shared.models import Account, Call, CallFeedback
 from shared.sids import CALL, new_sid
 
-TABLES = ("daily_calls", "daily_feedback", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_feedback", "calls", "accounts")
+TABLES = ("summary_events", "daily_calls", "daily_feedback", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_feedback", "calls", "accounts")
 
 
 @dataclass

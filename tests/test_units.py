@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 from decimal import Decimal
 
 import fakeredis
@@ -13,6 +14,7 @@ import pytest
 from api.http import parse_form, read_body
 from api.routing import Router
 from shared import queue
+from shared import queue as queue_module
 from shared.config import SettingError, Settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.formats import parse_bool, percentage, rfc2822, round4
@@ -109,8 +111,9 @@ def test_enqueue_sets_an_expiring_marker_and_reports_failure_instead_of_raising(
     sent = []
 
     class Broker:
-        def send_task(self, name, args, queue, retry):
+        def send_task(self, name, args, queue, retry, headers):
             sent.append((name, args, queue, retry))
+            assert abs(headers[queue_module.SENT_AT_HEADER] - time.time()) < 5
 
     monkeypatch.setattr(queue, "get_redis", lambda: redis)
     monkeypatch.setattr(queue, "get_celery", lambda: Broker())
@@ -127,3 +130,16 @@ def test_enqueue_sets_an_expiring_marker_and_reports_failure_instead_of_raising(
     monkeypatch.setattr(queue, "get_celery", lambda: DownBroker())
     assert queue.enqueue_summary("FS2") is False
     assert not redis.exists(queue.IN_FLIGHT_KEY.format(sid="FS2"))
+
+
+def test_queue_depth_reads_the_oldest_message_age_from_its_header():
+    import json
+
+    redis = fakeredis.FakeRedis()
+    assert queue.queue_depth(redis, "summaries") == (0, None)
+    for age_s in (30, 5):  # kombu pushes on the left: the oldest ends up on the right
+        redis.lpush("summaries", json.dumps({"headers": {queue.SENT_AT_HEADER: time.time() - age_s}}))
+    depth, oldest_s = queue.queue_depth(redis, "summaries")
+    assert depth == 2 and 29 < oldest_s < 32
+    redis.rpush("summaries", json.dumps({"headers": {}}))  # a message from elsewhere, without the header
+    assert queue.queue_depth(redis, "summaries") == (3, None)

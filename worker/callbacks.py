@@ -15,6 +15,7 @@ import requests
 from sqlalchemy import func, or_, text, update
 from sqlalchemy.orm import Session
 
+from shared import logs, metrics
 from shared.callbacks import request_target, signature
 from shared.config import Settings, get_settings
 from shared.db import get_sessionmaker
@@ -58,6 +59,7 @@ class Claimed:
     idempotency_token: str
     attempts: int
     attempt_limit: int
+    date_created: dt.datetime  # when the summary finished and the event was written
     auth_token: str
 
 
@@ -71,7 +73,8 @@ def _claim(session: Session, summary_sid: str, lease_s: float) -> Claimed | None
                Account.sid == table.c.account_sid)
         .values(leased_until=func.now() + dt.timedelta(seconds=lease_s))
         .returning(table.c.summary_sid, table.c.url, table.c.host, table.c.method, table.c.params,
-                   table.c.idempotency_token, table.c.attempts, table.c.attempt_limit, Account.auth_token)
+                   table.c.idempotency_token, table.c.attempts, table.c.attempt_limit, table.c.date_created,
+                   Account.auth_token)
     )
     row = session.execute(statement).first()
     return Claimed(*row) if row else None
@@ -147,8 +150,12 @@ def _settle(summary_sid: str, delivery: Claimed, result: AttemptResult, settings
         session.commit()
     if recorded is None:
         return None
+    metrics.CALLBACK_ATTEMPTS.labels(outcome.value).inc()
+    metrics.CALLBACK_LATENCY.observe(result.latency_ms / 1000)
+    if outcome is Outcome.DELIVERED:
+        metrics.CALLBACK_DELIVERY.observe((dt.datetime.now(dt.timezone.utc) - delivery.date_created).total_seconds())
     log.info("callback attempt %d: %s", number, outcome.value,
-             extra={"summary_sid": summary_sid, "status_code": result.status_code, "latency_ms": result.latency_ms})
+             extra={"status_code": result.status_code, "latency_ms": result.latency_ms})
     return delay_s
 
 
@@ -160,8 +167,13 @@ def _postpone(summary_sid: str, delay_s: float) -> None:
     enqueue_callback(summary_sid, delay_s)
 
 
-@app.task(name=DELIVER_CALLBACK, acks_late=True, ignore_result=True)
-def deliver_callback(summary_sid: str) -> None:
+@app.task(name=DELIVER_CALLBACK, bind=True, acks_late=True, ignore_result=True)
+def deliver_callback(self, summary_sid: str) -> None:
+    with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
+        _deliver(summary_sid)
+
+
+def _deliver(summary_sid: str) -> None:
     settings = get_settings()
     lease_s = settings.callback_connect_timeout_s + settings.callback_read_timeout_s + 30
     with get_sessionmaker()() as session:
@@ -173,7 +185,7 @@ def deliver_callback(summary_sid: str) -> None:
     breaker = CircuitBreaker(get_redis(), settings.callback_circuit_threshold, settings.callback_circuit_cooldown_s)
     wait_s = breaker.open_for_s(delivery.host)
     if wait_s > 0:
-        log.info("circuit open for %s; waiting %.1fs", delivery.host, wait_s, extra={"summary_sid": summary_sid})
+        log.info("circuit open for %s; waiting %.1fs", delivery.host, wait_s)
         _postpone(summary_sid, wait_s)
         return
     limiter = HostLimiter(get_redis(), settings.callback_max_in_flight_per_host, lease_s)

@@ -1,7 +1,10 @@
-"""The Celery entry point: `celery -A worker.celery_app worker -Q summaries,callbacks`."""
+"""The Celery entry point: `celery -A worker.celery_app worker -Q summaries` (and `-Q callbacks`)."""
 
-from celery.signals import worker_process_init
+import os
 
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
+
+from shared import metrics
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.queue import get_celery
@@ -11,6 +14,12 @@ app = get_celery()
 app.conf.include = ["worker.summaries", "worker.callbacks", "worker.sweeper"]
 
 
+@setup_logging.connect
+def _json_logging(**_):
+    # Connected, so Celery leaves the root logger to us: its own lines come out as JSON too.
+    configure_logging(get_settings().log_level)
+
+
 @worker_process_init.connect
 def _fresh_connections(**_):
     # A forked pool process must not share the parent's database connections.
@@ -18,3 +27,18 @@ def _fresh_connections(**_):
 
     if get_engine.cache_info().currsize:
         get_engine().dispose(close=False)
+
+
+@worker_process_shutdown.connect
+def _metrics_process_gone(**_):
+    metrics.process_exited(os.getpid())
+
+
+@worker_ready.connect
+def _serve_metrics(**_):
+    """WORKER_METRICS_PORT: for a machine that runs workers and no API to scrape them through."""
+    port = os.environ.get("WORKER_METRICS_PORT")
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(int(port), registry=metrics.scrape_registry(live=False))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import rollups
+from shared import logs, metrics, rollups
 from shared.callbacks import add_delivery
 from shared.config import get_settings
 from shared.db import get_sessionmaker
@@ -32,20 +33,26 @@ def _owner(task: Task) -> str:
 
 @app.task(name=COMPUTE_SUMMARY, bind=True, acks_late=True, ignore_result=True)
 def compute_summary(self: Task, summary_sid: str) -> None:
+    with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
+        _compute(self, summary_sid)
+
+
+def _compute(self: Task, summary_sid: str) -> None:
     owner, sessions = _owner(self), get_sessionmaker()
-    context = {"summary_sid": summary_sid, "task_id": self.request.id}
+    started = time.perf_counter()
     try:
         with sessions() as session:
             summary = claim(session, summary_sid, owner, get_settings().summary_lease_s)
             session.commit()
             clear_in_flight(summary_sid)
             if summary is None:
-                log.info("not claimable: finished, deleted or leased by another worker", extra=context)
+                log.info("not claimable: finished, deleted or leased by another worker")
                 return
             result = rollups.compute(session, summary.account_sid, summary.include_subaccounts,
                                         summary.start_date, summary.end_date)
             done = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED,
-                              FeedbackSummary.claimed_by == owner, lease_expires_at=None, **result.columns())
+                              FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
+                              **result.columns())
             # The callback is queued in the same transaction: completed without its callback never happens.
             has_callback = done is not None and add_delivery(session, done, get_settings().callback_max_attempts)
             session.commit()
@@ -54,16 +61,18 @@ def compute_summary(self: Task, summary_sid: str) -> None:
             _fail(summary_sid, owner, f"database unavailable after {self.request.retries} retries: {exc}")
             return
         countdown = min(60, 2 ** self.request.retries)
-        log.warning("transient database error; retrying in %ss", countdown, extra=context)
+        log.warning("transient database error; retrying in %ss", countdown)
         raise self.retry(exc=exc, countdown=countdown)
     except Exception as exc:
-        log.exception("summary failed", extra=context)
+        log.exception("summary failed")
         _fail(summary_sid, owner, f"{type(exc).__name__}: {exc}")
         return
     if done is None:
-        log.info("lost the claim before completing (deleted or taken over)", extra=context)
+        log.info("lost the claim before completing (deleted or taken over)")
         return
-    log.info("summary completed", extra=context)
+    metrics.COMPUTE_SECONDS.observe(time.perf_counter() - started)
+    metrics.SUMMARIES_FINISHED.labels("completed").inc()
+    log.info("summary completed", extra={"account_sid": done.account_sid})
     if has_callback:
         enqueue_callback(summary_sid)
 
@@ -71,8 +80,11 @@ def compute_summary(self: Task, summary_sid: str) -> None:
 def _fail(summary_sid: str, owner: str, reason: str) -> None:
     with get_sessionmaker()() as session:
         failed = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED,
-                            FeedbackSummary.claimed_by == owner, lease_expires_at=None, failure_reason=reason[:2000])
+                            FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
+                            failure_reason=reason[:2000])
         has_callback = failed is not None and add_delivery(session, failed, get_settings().callback_max_attempts)
         session.commit()
+    if failed is not None:
+        metrics.SUMMARIES_FINISHED.labels("failed").inc()
     if has_callback:
         enqueue_callback(summary_sid)

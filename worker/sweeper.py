@@ -14,6 +14,7 @@ import logging
 
 from sqlalchemy import func, or_, select
 
+from shared import metrics
 from shared.db import get_sessionmaker
 from shared.models import CallbackDelivery, FeedbackSummary
 from shared.queue import (SWEEP, callbacks_without_message, enqueue_callback, enqueue_summary, get_redis,
@@ -63,10 +64,12 @@ def due_callbacks() -> list[str]:
 def sweep() -> int:
     lost = lost_summaries()
     resent = sum(enqueue_summary(sid) for sid in lost)
+    metrics.SWEEPER_RECOVERED.labels("summary").inc(resent)
     if lost:
         log.warning("sweeper re-sent %d of %d lost summaries", resent, len(lost))
     due = due_callbacks()
     sent = sum(enqueue_callback(sid) for sid in due)
+    metrics.SWEEPER_RECOVERED.labels("callback").inc(sent)
     if due:
         log.info("sweeper sent %d of %d due callbacks", sent, len(due))
     return resent + sent

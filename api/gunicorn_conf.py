@@ -1,0 +1,22 @@
+"""gunicorn settings for the API (`gunicorn -c python:api.gunicorn_conf api.wsgi:application`)."""
+
+from shared import metrics
+
+# Our application logs one JSON line per request, with its request id; gunicorn's own lines are JSON too.
+accesslog = None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                            "fmt": "{asctime}{levelname}{name}{message}", "style": "{",
+                            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+                "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+}
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges must not be summed into the next scrape.
+    metrics.process_exited(worker.pid)

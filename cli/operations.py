@@ -1,0 +1,129 @@
+"""What `summaries status|jobs|show|retry|purge` gather and do; cli/commands.py prints it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session
+
+from shared.db import get_engine
+from shared.events import operator
+from shared.lifecycle import retry_failed
+from shared.models import CallbackAttempt, CallbackDelivery, FeedbackSummary, SummaryEvent
+from shared.queue import CALLBACKS_QUEUE, SUMMARIES_QUEUE, enqueue_summary, get_celery, get_redis, queue_depth
+
+
+def _age_s(moment: dt.datetime | None) -> float | None:
+    return None if moment is None else round((dt.datetime.now(dt.timezone.utc) - moment).total_seconds(), 1)
+
+
+def workers(timeout_s: float = 1.0) -> list[dict]:
+    """The workers that answer a ping, and what each is running now (summaries and deliveries)."""
+    inspector = get_celery().control.inspect(timeout=timeout_s)
+    answered = inspector.ping() or {}
+    active = inspector.active() or {}
+    return [{"name": name, "running": [{"task": task["name"], "sid": (task.get("args") or [None])[0],
+                                        "started_s_ago": _age_s(dt.datetime.fromtimestamp(task["time_start"],
+                                                                                          dt.timezone.utc))
+                                        if task.get("time_start") else None}
+                                       for task in active.get(name, [])]}
+            for name in sorted(answered)]
+
+
+def status(ping_timeout_s: float = 1.0) -> dict:
+    redis = get_redis()
+    queues = {}
+    for queue in (SUMMARIES_QUEUE, CALLBACKS_QUEUE):
+        depth, age = queue_depth(redis, queue)
+        queues[queue] = {"depth": depth, "oldest_age_s": None if age is None else round(age, 1)}
+    with Session(get_engine()) as session:
+        by_status = dict(session.execute(select(FeedbackSummary.status, func.count())
+                                         .group_by(FeedbackSummary.status)).all())
+        oldest_queued = session.scalar(select(func.min(FeedbackSummary.date_updated))
+                                       .where(FeedbackSummary.status == "queued"))
+        expired = session.scalar(select(func.count()).where(FeedbackSummary.status == "in-progress",
+                                                            FeedbackSummary.lease_expires_at < func.now()))
+        deliveries = dict(session.execute(select(CallbackDelivery.state, func.count())
+                                          .group_by(CallbackDelivery.state)).all())
+    return {
+        "queues": queues,
+        "summaries": {**{s: by_status.get(s, 0) for s in ("queued", "in-progress", "completed", "failed")},
+                      "oldest_queued_age_s": _age_s(oldest_queued), "expired_leases": expired},
+        "deliveries": {s: deliveries.get(s, 0) for s in ("pending", "delivered", "failed")},
+        "workers": workers(ping_timeout_s),
+    }
+
+
+def jobs(status: str | None, account: str | None, since: dt.datetime | None, limit: int) -> list[dict]:
+    query = (select(FeedbackSummary, CallbackDelivery.state)
+             .outerjoin(CallbackDelivery, CallbackDelivery.summary_sid == FeedbackSummary.sid)
+             .order_by(FeedbackSummary.date_created.desc()).limit(limit))
+    if status:
+        query = query.where(FeedbackSummary.status == status)
+    if account:
+        query = query.where(FeedbackSummary.account_sid == account)
+    if since:
+        query = query.where(FeedbackSummary.date_created >= since)
+    with Session(get_engine()) as session:
+        return [{"sid": s.sid, "account_sid": s.account_sid, "status": s.status, "start_date": str(s.start_date),
+                 "end_date": str(s.end_date), "date_created": s.date_created, "date_updated": s.date_updated,
+                 "attempts": s.attempts, "claimed_by": s.claimed_by, "failure_reason": s.failure_reason,
+                 "callback": state}
+                for s, state in session.execute(query)]
+
+
+def show(sid: str) -> dict | None:
+    """One summary's timeline: its events and its callback attempts, in time order."""
+    with Session(get_engine()) as session:
+        summary = session.get(FeedbackSummary, sid)
+        if summary is None:
+            return None
+        timeline = [{"at": e.at, "what": e.kind, "by": e.actor, **(e.detail or {})}
+                    for e in session.scalars(select(SummaryEvent).where(SummaryEvent.summary_sid == sid))]
+        timeline += [{"at": a.attempted_at, "what": f"callback attempt {a.number}: {a.outcome}",
+                      "status_code": a.status_code, "error": a.error, "latency_ms": a.latency_ms,
+                      "response": (a.response_excerpt or "")[:200] or None}
+                     for a in session.scalars(select(CallbackAttempt).where(CallbackAttempt.summary_sid == sid))]
+        delivery = session.get(CallbackDelivery, sid)
+    timeline.sort(key=lambda entry: entry["at"])
+    return {
+        "sid": summary.sid, "account_sid": summary.account_sid, "status": summary.status,
+        "request_id": summary.request_id, "window": f"{summary.start_date} .. {summary.end_date}",
+        "include_subaccounts": summary.include_subaccounts, "failure_reason": summary.failure_reason,
+        "claimed_by": summary.claimed_by, "lease_expires_at": summary.lease_expires_at,
+        "callback": None if delivery is None else {
+            "url": delivery.url, "method": delivery.method, "state": delivery.state, "attempts": delivery.attempts,
+            "next_attempt_at": delivery.next_attempt_at if delivery.state == "pending" else None,
+            "idempotency_token": delivery.idempotency_token},
+        "timeline": timeline,
+    }
+
+
+def retry(sids: list[str]) -> dict[str, str]:
+    """Each failed summary back to queued, and its job sent; what happened to each sid."""
+    outcome, actor = {}, operator()
+    for sid in sids:
+        with Session(get_engine()) as session:
+            moved = retry_failed(session, sid, actor)
+            session.commit()
+        if moved is None:
+            outcome[sid] = "not failed (or no such summary): left alone"
+        else:
+            outcome[sid] = "queued" if enqueue_summary(sid) else "queued; the sweeper will send it (Redis down)"
+    return outcome
+
+
+def purgeable(older_than_days: float) -> list[str]:
+    with Session(get_engine()) as session:
+        return list(session.scalars(select(FeedbackSummary.sid).where(
+            FeedbackSummary.status == "failed",
+            FeedbackSummary.date_updated < func.now() - dt.timedelta(days=older_than_days))))
+
+
+def purge(sids: list[str]) -> int:
+    """Delete these failed summaries (their events and deliveries go with them)."""
+    with get_engine().begin() as connection:
+        connection.execute(text("SET LOCAL lock_timeout = '5s'"))
+        return connection.execute(delete(FeedbackSummary).where(FeedbackSummary.sid.in_(sids),
+                                                                FeedbackSummary.status == "failed")).rowcount
