@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test bench bench-quick migrate clean
+.PHONY: help run test fuzz bench bench-quick migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ run: $(INSTALLED) ## start API, worker and scheduler (embedded PostgreSQL and Re
 
 test: $(INSTALLED) ## run the tests (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+fuzz: $(INSTALLED) ## the fuzzing tests at a large size (FUZZ_EXAMPLES=1000 per operation; CI runs 40)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(BIN)/python -m pytest tests/test_fuzz.py -p no:logging $(PYTEST_ARGS)
 
 BENCH_DIR ?= .bench
 

@@ -23,6 +23,10 @@ from shared.errors import ApiError, BadRequest, InternalError, ServiceUnavailabl
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/2010-04-01/Accounts/{AccountSid}/Calls"
+# Longer than any real request to these paths, well inside gunicorn's own limits (which answer in
+# plain text): so a too-long request gets a Twilio error from us, not a page from the server.
+MAX_PATH_CHARS = 1024
+MAX_QUERY_CHARS = 2048
 # Every API response: never cached, never sniffed; no server banner is added by us.
 COMMON_HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
 
@@ -35,6 +39,7 @@ class Services:
     sessions: sessionmaker[Session]
     enqueue_summary: Callable[[str], bool]
     ping_redis: Callable[[], object]
+    check_create_rate: Callable[[str], None] = lambda account_sid: None
 
 
 def build_router() -> Router:
@@ -45,6 +50,7 @@ def build_router() -> Router:
     router.add("/healthz", authenticated=False, GET=health.healthz)
     router.add("/readyz", authenticated=False, GET=health.readyz)
     router.add("/metrics", authenticated=False, GET=health.metrics)
+    router.add("/openapi.json", authenticated=False, GET=health.openapi)
     return router
 
 
@@ -71,6 +77,9 @@ class App:
         route = "unmatched"
         with logs.bind(request_id=request_id):
             try:
+                if len(path) > MAX_PATH_CHARS or len(environ.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
+                    raise BadRequest(f"The URL is too long (path at most {MAX_PATH_CHARS} characters, query "
+                                     f"string at most {MAX_QUERY_CHARS})")
                 matched, handler, params = self.router.match(method, path)
                 route = matched.template
                 response = self.handle(environ, method, path, request_id, matched, handler, params)

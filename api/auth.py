@@ -10,15 +10,19 @@ from sqlalchemy.orm import Session
 
 from shared.errors import NotFound, Unauthorized
 from shared.models import Account
+from shared.secrets import token_hash
 from shared.sids import ACCOUNT, is_sid
 
-# Compared against when the account does not exist, so that a miss costs what a hit costs.
-_NO_TOKEN = "0" * 32
+MAX_AUTHORIZATION_CHARS = 512  # a SID and a token take 96 in Basic; anything much longer is not ours
+# Compared against when there is no such account or secondary token: no token hashes to it.
+_NO_TOKEN = "-" * 64
 
 
 def authenticate(session: Session, authorization: str | None) -> Account:
     if not authorization:
         raise Unauthorized("Authentication Error - No credentials provided")
+    if len(authorization) > MAX_AUTHORIZATION_CHARS:
+        raise Unauthorized("Authentication Error - malformed credentials")
     scheme, _, encoded = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
         raise Unauthorized("Authentication Error - Basic credentials required")
@@ -30,8 +34,11 @@ def authenticate(session: Session, authorization: str | None) -> Account:
     if not separator:
         raise Unauthorized("Authentication Error - malformed credentials")
     account = session.get(Account, sid) if is_sid(sid, ACCOUNT) else None
-    expected = account.auth_token if account is not None else _NO_TOKEN
-    matches = hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8"))
+    presented = token_hash(token)
+    primary = account.auth_token_hash if account is not None else _NO_TOKEN
+    secondary = (account.secondary_token_hash if account is not None else None) or _NO_TOKEN
+    # Both compared, always, in constant time: a miss costs what a hit costs.
+    matches = hmac.compare_digest(presented, primary) | hmac.compare_digest(presented, secondary)
     if account is None or not matches:
         raise Unauthorized()
     return account

@@ -7,6 +7,7 @@ import functools
 import redis
 
 from api.app import App, Services
+from api.ratelimit import CreateRateLimit
 from shared import queue
 from shared.config import Settings, get_settings
 from shared.db import get_sessionmaker
@@ -23,9 +24,11 @@ def create_app(settings: Settings | None = None) -> App:
         return redis.Redis.from_url(url, socket_timeout=settings.enqueue_timeout_s,
                                     socket_connect_timeout=settings.enqueue_timeout_s)
 
+    rate_limit = CreateRateLimit(queue.broker_url(settings), settings.create_rate_limit, settings.enqueue_timeout_s)
     return App(Services(
         settings=settings,
         sessions=get_sessionmaker(),
         enqueue_summary=queue.enqueue_summary,
         ping_redis=lambda: redis_client().ping(),
+        check_create_rate=rate_limit.check,
     ))

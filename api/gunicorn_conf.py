@@ -2,6 +2,10 @@
 
 from shared import metrics
 
+# The largest request line gunicorn allows: the application's own, smaller limits answer first, in
+# Twilio's format (api/app.py).
+limit_request_line = 8190
+
 # Our application logs one JSON line per request, with its request id; gunicorn's own lines are JSON too.
 accesslog = None
 logconfig_dict = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import text
 
 from api.http import Request, Response
@@ -33,3 +35,11 @@ def metrics(request: Request) -> Response:
 
     body, content_type = exposition()
     return Response(200, raw=body, content_type=content_type)
+
+
+OPENAPI_DOCUMENT = (Path(__file__).with_name("openapi.json")).read_bytes()
+
+
+def openapi(request: Request) -> Response:
+    """The service's OpenAPI document: what it accepts and answers, errors included."""
+    return Response(200, raw=OPENAPI_DOCUMENT)

@@ -124,9 +124,11 @@ def _replay(session: Session, account: Account, key: str, params: CreateParams) 
 
 
 def create(request: Request, account: Account) -> Response:
+    session, services = request.session, request.services
     params = parse_create(request)
     key = _idempotency_key(request)
-    session, services = request.session, request.services
+    # After validation: a refused request changes nothing, not even the account's rate count.
+    services.check_create_rate(account.sid)
     # Two rounds at most: a key whose summary is deleted between our insert and our read is free again.
     for _ in range(2):
         # A plain INSERT ... RETURNING: no unit-of-work bookkeeping on the hottest path.

@@ -33,7 +33,29 @@ def migrate(args: argparse.Namespace) -> None:
 
 def accounts(args: argparse.Namespace) -> None:
     from cli.main import print_json
+    from shared import accounts as tokens
 
+    if args.action != "create":
+        with Session(get_engine()) as session:
+            try:
+                if args.action == "rotate-token":
+                    secondary = tokens.rotate_token(session, args.sid)
+                elif args.action == "promote-token":
+                    tokens.promote_token(session, args.sid)
+                else:
+                    tokens.delete_secondary(session, args.sid)
+            except AccountError as error:
+                raise CommandError(error) from None
+            session.commit()
+        if args.action == "rotate-token":
+            if args.json:
+                print_json({"sid": args.sid, "secondary_token": secondary})
+            else:
+                print(f"secondary_token  {secondary}\nBoth tokens work until `summaries accounts promote-token "
+                      f"{args.sid}`.")
+        else:
+            print(f"{args.sid}: {'secondary token promoted' if args.action == 'promote-token' else 'secondary token deleted'}")
+        return
     with Session(get_engine(), expire_on_commit=False) as session:
         try:
             account = create_account(session, args.name, args.parent)

@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--parent", metavar="AC...", help="make it a subaccount of this account")
     create.add_argument("--name", help="friendly name")
     create.add_argument("--json", action="store_true", help="print JSON")
+    for action, text in (("rotate-token", "create a secondary auth token (both work until it is promoted)"),
+                         ("promote-token", "make the secondary token the primary; the old primary stops working"),
+                         ("delete-secondary", "delete the secondary token")):
+        token_command = accounts.add_parser(action, help=text)
+        token_command.add_argument("sid", metavar="AC...")
+        token_command.add_argument("--json", action="store_true")
 
     for name, columns in (("calls", "sid,account_sid,start_time"),
                           ("feedback", "call_sid,quality_score,issues,date_created")):

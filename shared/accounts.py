@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from shared.models import Account
-from shared.sids import new_auth_token, new_sid, ACCOUNT
+from shared.sids import ACCOUNT, new_auth_token, new_sid
 
 
 class AccountError(ValueError):
@@ -24,4 +24,31 @@ def create_account(session: Session, friendly_name: str | None = None, parent_si
                       auth_token=new_auth_token())
     session.add(account)
     session.flush()
+    return account
+
+
+def rotate_token(session: Session, sid: str) -> str:
+    """A new secondary token, valid alongside the primary until promoted (or replaced by another)."""
+    account = _get(session, sid)
+    account.secondary_token = new_auth_token()
+    return account.secondary_token
+
+
+def promote_token(session: Session, sid: str) -> None:
+    """The secondary token becomes the primary; the old primary stops working at once."""
+    account = _get(session, sid)
+    if account.secondary_token_encrypted is None:
+        raise AccountError(f"{sid} has no secondary token to promote; create one with rotate-token")
+    account.auth_token_hash, account.auth_token_encrypted = account.secondary_token_hash, account.secondary_token_encrypted
+    account.secondary_token = None
+
+
+def delete_secondary(session: Session, sid: str) -> None:
+    _get(session, sid).secondary_token = None
+
+
+def _get(session: Session, sid: str) -> Account:
+    account = session.get(Account, sid, with_for_update=True)
+    if account is None:
+        raise AccountError(f"account {sid} does not exist")
     return account

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.formats import iso_date, rfc2822
-from shared.models import Account, CallbackDelivery, FeedbackSummary
+from shared.models import CallbackDelivery, FeedbackSummary
 from shared.representations import summary_resource
 
 
@@ -73,6 +73,3 @@ def add_delivery(session: Session, summary: FeedbackSummary, max_attempts: int) 
     session.execute(statement)
     return True
 
-
-def signing_token(session: Session, account_sid: str) -> str:
-    return session.get(Account, account_sid).auth_token

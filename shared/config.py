@@ -42,6 +42,17 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network 
         raise SettingError(f"{name} must be comma-separated CIDRs: {error}") from None
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    from limits import parse_many
+
+    value = env.get(name, "").strip() or default
+    try:
+        parse_many(value)
+    except ValueError:
+        raise SettingError(f"{name} must look like '100/second;3000/minute', got {value!r}") from None
+    return value
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
@@ -67,6 +78,7 @@ class Settings:
     callback_circuit_threshold: int  # consecutive failures to one host that open its circuit
     callback_circuit_cooldown_s: float
     callback_max_in_flight_per_host: int
+    create_rate_limit: str  # per account, in the `limits` notation: "100/second;2000/minute"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -91,6 +103,7 @@ class Settings:
             callback_circuit_threshold=_int(env, "CALLBACK_CIRCUIT_THRESHOLD", 5),
             callback_circuit_cooldown_s=_float(env, "CALLBACK_CIRCUIT_COOLDOWN_S", 300.0),
             callback_max_in_flight_per_host=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_HOST", 32),
+            create_rate_limit=_rate(env, "CREATE_RATE_LIMIT", "100/second;3000/minute"),
         )
 
 

@@ -67,6 +67,16 @@ class PayloadTooLarge(ApiError):
         super().__init__(f"Request body is larger than the limit of {max_bytes} bytes")
 
 
+class TooManyRequests(ApiError):
+    """The account created summaries faster than its rate limit; Retry-After says when to try again."""
+
+    status, code = 429, 20429
+
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"Too many requests: try again in {retry_after_s} seconds")
+        self.headers = (("Retry-After", str(retry_after_s)),)
+
+
 class ServiceUnavailable(ApiError):
     """A dependency (PostgreSQL or Redis) cannot be reached."""
 

@@ -55,8 +55,38 @@ class Account(Base):
     # One level only, as at Twilio: the CLI refuses a parent that itself has a parent.
     parent_sid: Mapped[str | None] = mapped_column(Sid, ForeignKey("accounts.sid"), index=True)
     friendly_name: Mapped[str] = mapped_column(Text)
-    auth_token: Mapped[str] = mapped_column(String(32))
+    # Never in plaintext: a hash to check it, a ciphertext to sign callbacks with (shared/secrets.py).
+    auth_token_hash: Mapped[str] = mapped_column(String(64))
+    auth_token_encrypted: Mapped[str] = mapped_column(Text)
+    # Twilio's secondary token: valid alongside the primary until promoted or deleted.
+    secondary_token_hash: Mapped[str | None] = mapped_column(String(64))
+    secondary_token_encrypted: Mapped[str | None] = mapped_column(Text)
     date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    @property
+    def auth_token(self) -> str:
+        from shared.secrets import decrypt
+
+        return decrypt(self.auth_token_encrypted)
+
+    @auth_token.setter
+    def auth_token(self, token: str) -> None:
+        from shared.secrets import encrypt, token_hash
+
+        self.auth_token_hash, self.auth_token_encrypted = token_hash(token), encrypt(token)
+
+    @property
+    def secondary_token(self) -> str | None:
+        from shared.secrets import decrypt
+
+        return decrypt(self.secondary_token_encrypted) if self.secondary_token_encrypted else None
+
+    @secondary_token.setter
+    def secondary_token(self, token: str | None) -> None:
+        from shared.secrets import encrypt, token_hash
+
+        self.secondary_token_hash = token_hash(token) if token else None
+        self.secondary_token_encrypted = encrypt(token) if token else None
 
 
 class Call(Base):

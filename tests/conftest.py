@@ -27,7 +27,10 @@ from tests.support import TABLES, WsgiClient
 
 
 def _reset_caches() -> None:
-    for cached in (get_settings, db.get_engine, db.get_sessionmaker, queue.get_celery, queue.get_redis):
+    from shared import secrets
+
+    for cached in (get_settings, db.get_engine, db.get_sessionmaker, queue.get_celery, queue.get_redis,
+                   secrets.cipher):
         cached.cache_clear()
 
 
@@ -40,8 +43,9 @@ def service_urls():
     if not broker:
         embedded_redis = EmbeddedRedis(data_dir)
         broker = embedded_redis.start()
+    # A create rate limit out of the way of the burst tests; test_security sets its own.
     os.environ.update(DATABASE_URL=database, REDIS_URL=broker, SUMMARIES_DATA_DIR=str(data_dir),
-                      SWEEP_INTERVAL_S="1", SUMMARY_LEASE_S="3")
+                      SWEEP_INTERVAL_S="1", SUMMARY_LEASE_S="3", CREATE_RATE_LIMIT="100000/second")
     _reset_caches()
     engine = create_engine(db.sqlalchemy_url(database))
     with engine.begin() as connection:

@@ -21,6 +21,7 @@ from shared.config import Settings, get_settings
 from shared.db import get_sessionmaker
 from shared.models import Account, CallbackDelivery
 from shared.queue import DELIVER_CALLBACK, clear_callback_in_flight, enqueue_callback, get_redis
+from shared.secrets import decrypt
 from worker.celery_app import app
 from worker.circuit import CircuitBreaker, HostLimiter
 from worker.retry_policy import Outcome, classify, next_delay_s, retry_after_s
@@ -60,7 +61,11 @@ class Claimed:
     attempts: int
     attempt_limit: int
     date_created: dt.datetime  # when the summary finished and the event was written
-    auth_token: str
+    auth_token_encrypted: str
+
+    @property
+    def auth_token(self) -> str:
+        return decrypt(self.auth_token_encrypted)
 
 
 def _claim(session: Session, summary_sid: str, lease_s: float) -> Claimed | None:
@@ -74,7 +79,7 @@ def _claim(session: Session, summary_sid: str, lease_s: float) -> Claimed | None
         .values(leased_until=func.now() + dt.timedelta(seconds=lease_s))
         .returning(table.c.summary_sid, table.c.url, table.c.host, table.c.method, table.c.params,
                    table.c.idempotency_token, table.c.attempts, table.c.attempt_limit, table.c.date_created,
-                   Account.auth_token)
+                   Account.auth_token_encrypted)
     )
     row = session.execute(statement).first()
     return Claimed(*row) if row else None

@@ -1,0 +1,36 @@
+"""Per-account rate limit of summary creates, counted in Redis so that it holds across every API
+process and machine (the `limits` library's moving window, one Lua call per check)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from limits import parse_many
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from shared.errors import TooManyRequests
+
+log = logging.getLogger(__name__)
+
+
+class CreateRateLimit:
+    def __init__(self, redis_url: str, rule: str, timeout_s: float):
+        self.items = parse_many(rule)
+        storage = RedisStorage(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    def check(self, account_sid: str) -> None:
+        """Count one create; raise TooManyRequests when a window is full. Redis being down does not
+        stop creates (they are accepted while Redis is down), so the limit fails open then."""
+        try:
+            for item in self.items:
+                if not self.limiter.hit(item, "create", account_sid):
+                    reset_at = self.limiter.get_window_stats(item, "create", account_sid).reset_time
+                    raise TooManyRequests(max(1, math.ceil(reset_at - time.time())))
+        except TooManyRequests:
+            raise
+        except Exception:
+            log.warning("rate limit unavailable; letting the create through", exc_info=True)

@@ -1,0 +1,55 @@
+"""Auth tokens at rest: a SHA-256 hash to check a presented token, and a Fernet ciphertext to sign
+callbacks with (the token itself is the HMAC key, so it must be recoverable; a hash alone would not do).
+
+Keys come from AUTH_TOKEN_KEYS: comma-separated Fernet keys, the first encrypts, all decrypt, so a
+key is rotated by putting a new one first and re-encrypting (`summaries accounts reencrypt`).
+Unset, a key is generated once into the data directory: fine for a laptop, not for production.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+
+from cryptography.fernet import Fernet, MultiFernet
+
+KEY_FILE = "auth-token.keys"
+
+
+def token_hash(token: str) -> str:
+    # Tokens are 128 random bits: a fast hash is enough, there is nothing to brute-force.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _keys() -> list[bytes]:
+    configured = os.environ.get("AUTH_TOKEN_KEYS", "").strip()
+    if configured:
+        return [key.strip().encode() for key in configured.split(",") if key.strip()]
+    from shared.config import get_settings
+
+    path = get_settings().data_dir / KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(Fernet.generate_key())
+    return [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@functools.cache
+def cipher() -> MultiFernet:
+    return MultiFernet([Fernet(key) for key in _keys()])
+
+
+def encrypt(token: str) -> str:
+    return cipher().encrypt(token.encode("utf-8")).decode("ascii")
+
+
+def decrypt(ciphertext: str) -> str:
+    return cipher().decrypt(ciphertext.encode("ascii")).decode("utf-8")
+
+
+def reencrypt(ciphertext: str) -> str:
+    """With the first (newest) key, whichever key encrypted it."""
+    return cipher().rotate(ciphertext.encode("ascii")).decode("ascii")

@@ -1,0 +1,253 @@
+"""Security: the access matrix, the OpenAPI document against real responses, limits, the create rate
+limit across processes, and auth tokens at rest (hashed and encrypted, rotatable)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+
+import pytest
+import schemathesis
+from sqlalchemy import text
+
+from api.factory import create_app
+from shared.config import Settings, get_settings
+from tests.support import WsgiClient, feedback_path, make_account, make_calls, snapshot, summaries_path
+
+FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
+CALLERS = ("owner", "parent", "subaccount", "sibling", "unrelated", "wrong token", "no credentials",
+           "malformed credentials")
+OPERATIONS = ("create", "fetch", "delete", "feedback fetch", "feedback post")
+
+
+@pytest.fixture
+def world(engine, redis_client):
+    parent = make_account(engine, name="parent")
+    child = make_account(engine, parent, name="child")
+    sibling = make_account(engine, parent, name="sibling")
+    unrelated = make_account(engine, name="unrelated")
+    return {"parent": parent, "child": child, "sibling": sibling, "unrelated": unrelated}
+
+
+def _auth(world, owner_name: str, caller: str):
+    owner = world[owner_name]
+    accounts = {"owner": owner, "parent": world["parent"] if owner_name == "child" else None,
+                "subaccount": world["child"] if owner_name == "parent" else None,
+                "sibling": world["sibling"], "unrelated": world["unrelated"]}
+    if caller in accounts:
+        account = accounts[caller]
+        return None if account is None else (account.sid, account.auth_token)
+    return {"wrong token": (owner.sid, "0" * 32), "no credentials": None,
+            "malformed credentials": "Basic " + base64.b64encode(b"garbage").decode()}[caller]
+
+
+def _expected(owner_name: str, caller: str) -> int | None:
+    """None: success. A parent acts on its subaccount; nobody else acts on another account."""
+    if caller in ("wrong token", "no credentials", "malformed credentials"):
+        return 401
+    if caller == "owner" or (caller == "parent" and owner_name == "child"):
+        return None
+    return 404
+
+
+# Every relation that exists: a top-level account has no parent, a subaccount no subaccount.
+PAIRS = [(owner, caller) for owner in ("parent", "child") for caller in CALLERS
+         if (owner, caller) not in (("parent", "parent"), ("child", "subaccount"))]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("owner_name, caller", PAIRS)
+def test_access_matrix(client, engine, redis_client, world, owner_name, caller, operation):
+    owner = world[owner_name]
+    created = client.post(summaries_path(owner.sid), form=FORM, auth=(owner.sid, owner.auth_token)).json["sid"]
+    call_sid = make_calls(engine, owner, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)])[0]
+    client.post(feedback_path(owner.sid, call_sid), form={"QualityScore": "4"}, auth=(owner.sid, owner.auth_token))
+    redis_client.flushdb()
+    before = snapshot(engine, redis_client)
+    verb, path, form = {
+        "create": ("POST", summaries_path(owner.sid), FORM),
+        "fetch": ("GET", summaries_path(owner.sid, created), None),
+        "delete": ("DELETE", summaries_path(owner.sid, created), None),
+        "feedback fetch": ("GET", feedback_path(owner.sid, call_sid), None),
+        "feedback post": ("POST", feedback_path(owner.sid, call_sid), {"QualityScore": "2"}),
+    }[operation]
+    response = client.request(verb, path, form=form, auth=_auth(world, owner_name, caller))
+    expected = _expected(owner_name, caller)
+    if expected is None:
+        assert response.status in (200, 201, 204), response.body
+        if response.body:
+            assert response.json["account_sid"] == owner.sid
+        return
+    assert (response.status, response.json["code"]) == (expected, {401: 20003, 404: 20404}[expected])
+    assert set(response.json) == {"code", "message", "more_info", "status"}
+    # Nothing in the answer but what the caller sent: no SID beyond those in its own request path.
+    sids = re.compile(r"(?:AC|FS|CA)[0-9a-f]{32}")
+    assert set(sids.findall(response.body.decode())) <= set(sids.findall(path))
+    assert snapshot(engine, redis_client) == before
+
+
+# --- the OpenAPI document -------------------------------------------------------------------------
+
+@pytest.fixture
+def openapi(app):
+    return schemathesis.openapi.from_wsgi("/openapi.json", app)
+
+
+def test_real_responses_validate_against_the_openapi_document(openapi, client, engine, world):
+    owner, stranger = world["child"], world["unrelated"]
+    call_sid = make_calls(engine, owner, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)])[0]
+    summary = "/2010-04-01/Accounts/{AccountSid}/Calls/FeedbackSummary.json"
+    one = "/2010-04-01/Accounts/{AccountSid}/Calls/FeedbackSummary/{Sid}.json"
+    feedback = "/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}/Feedback.json"
+    good, bad = _basic(owner), _basic(stranger)
+    form = "application/x-www-form-urlencoded"
+    checked = []
+
+    def check(path, method, expected, media_type=None, **parts):
+        case = openapi[path][method].Case(media_type=media_type, **parts)
+        response = case.call()
+        assert response.status_code == expected, response.text
+        case.validate_response(response)
+        checked.append((method, path, expected))
+        return response
+
+    created = check(summary, "POST", 201, form, path_parameters={"AccountSid": owner.sid}, body=FORM,
+                    headers={"Authorization": good}).json()
+    check(summary, "POST", 400, form, path_parameters={"AccountSid": owner.sid}, body={"StartDate": "x"},
+          headers={"Authorization": good})
+    check(summary, "POST", 401, form, path_parameters={"AccountSid": owner.sid}, body=FORM)
+    check(summary, "POST", 404, form, path_parameters={"AccountSid": owner.sid}, body=FORM,
+          headers={"Authorization": bad})
+    check(summary, "POST", 413, form, path_parameters={"AccountSid": owner.sid},
+          body={"StartDate": "2024-01-01", "EndDate": "2024-01-31", "Pad": "x" * get_settings().max_body_bytes},
+          headers={"Authorization": good})
+    check(one, "GET", 200, path_parameters={"AccountSid": owner.sid, "Sid": created["sid"]},
+          headers={"Authorization": good})
+    check(one, "GET", 404, path_parameters={"AccountSid": owner.sid, "Sid": "FS" + "0" * 32},
+          headers={"Authorization": good})
+    check(feedback, "POST", 200, form, path_parameters={"AccountSid": owner.sid, "CallSid": call_sid},
+          body={"QualityScore": 3, "Issue": ["dropped-call"]}, headers={"Authorization": good})
+    check(feedback, "GET", 200, path_parameters={"AccountSid": owner.sid, "CallSid": call_sid},
+          headers={"Authorization": good})
+    check(feedback, "POST", 400, form, path_parameters={"AccountSid": owner.sid, "CallSid": call_sid},
+          body={"QualityScore": 9}, headers={"Authorization": good})
+    check(one, "DELETE", 204, path_parameters={"AccountSid": owner.sid, "Sid": created["sid"]},
+          headers={"Authorization": good})
+    check("/healthz", "GET", 200)
+    check("/readyz", "GET", 200)
+    assert len(checked) == 13
+
+
+def _basic(account) -> str:
+    return "Basic " + base64.b64encode(f"{account.sid}:{account.auth_token}".encode()).decode()
+
+
+# --- limits ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("what, request_kwargs, status, words", [
+    ("a long path", dict(method="GET", path="/2010-04-01/Accounts/" + "A" * 3000), 400, "too long"),
+    ("a long query string", dict(method="GET", path="/healthz", query="x=" + "1" * 5000), 400, "too long"),
+    ("a huge Authorization header", dict(method="GET", path="/2010-04-01/Accounts/{ac}/Calls/FeedbackSummary/"
+                                                             "FS00000000000000000000000000000000.json",
+                                          auth="Basic " + "A" * 10_000), 401, "malformed"),
+])
+def test_oversized_requests_get_a_clear_twilio_error(client, world, what, request_kwargs, status, words):
+    kwargs = dict(request_kwargs)
+    kwargs["path"] = kwargs["path"].format(ac=world["parent"].sid)
+    response = client.request(kwargs.pop("method"), kwargs.pop("path"), **kwargs)
+    assert response.status == status and words in response.json["message"], what
+
+
+def test_dates_far_in_the_past_or_future_and_huge_callbacks_are_400(client, world):
+    parent = world["parent"]
+    for form in ({"StartDate": "0001-01-01", "EndDate": "2024-01-01"}, {"StartDate": "2024-01-01", "EndDate": "9999-12-31"},
+                 {**FORM, "StatusCallback": "https://example.com/" + "x" * 100_000}):
+        response = client.post(summaries_path(parent.sid), form=form, auth=(parent.sid, parent.auth_token))
+        assert response.status in (400, 413) and response.json["code"] == 20001
+
+
+# --- the create rate limit ------------------------------------------------------------------------
+
+def test_the_create_rate_limit_holds_across_processes_and_answers_429_with_retry_after(engine, redis_client, world,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("CREATE_RATE_LIMIT", "3/minute")
+    settings = Settings.from_env()
+    first, second = WsgiClient(create_app(settings)), WsgiClient(create_app(settings))  # two API processes
+    parent, other = world["parent"], world["unrelated"]
+    statuses = [c.post(summaries_path(parent.sid), form=FORM, auth=(parent.sid, parent.auth_token)).status
+                for c in (first, second, first)]
+    assert statuses == [201, 201, 201]
+    before = snapshot(engine)
+    limited = second.post(summaries_path(parent.sid), form=FORM, auth=(parent.sid, parent.auth_token))
+    assert (limited.status, limited.json["code"]) == (429, 20429)
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert snapshot(engine) == before
+    assert first.post(summaries_path(other.sid), form=FORM, auth=(other.sid, other.auth_token)).status == 201
+
+
+# --- auth tokens at rest --------------------------------------------------------------------------
+
+def test_no_token_is_stored_in_plaintext(engine, world):
+    with engine.connect() as connection:
+        dump = json.dumps([list(map(str, row)) for row in connection.execute(text("SELECT * FROM accounts"))])
+    for account in world.values():
+        assert account.auth_token not in dump
+        assert re.fullmatch(r"[0-9a-f]{32}", account.auth_token)
+
+
+def test_a_token_is_rotated_through_a_secondary_that_works_until_promoted(client, engine, world):
+    from sqlalchemy.orm import Session
+
+    from shared import accounts
+
+    parent = world["parent"]
+    old = parent.auth_token
+    with Session(engine) as session:
+        new = accounts.rotate_token(session, parent.sid)
+        session.commit()
+    path = summaries_path(parent.sid, "FS" + "0" * 32)
+    assert client.get(path, auth=(parent.sid, old)).status == 404  # both authenticate (404: no such summary)
+    assert client.get(path, auth=(parent.sid, new)).status == 404
+    with Session(engine) as session:
+        accounts.promote_token(session, parent.sid)
+        session.commit()
+    assert client.get(path, auth=(parent.sid, old)).status == 401
+    assert client.get(path, auth=(parent.sid, new)).status == 404
+    with Session(engine) as session:
+        from shared.models import Account
+
+        assert session.get(Account, parent.sid).auth_token == new  # the signing key of callbacks from now on
+
+
+def test_tokens_are_rotated_from_the_command_line(engine, world):
+    import subprocess
+    import sys
+
+    from tests.processes import ROOT
+
+    def summaries(*args):
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+
+    sid = world["unrelated"].sid
+    assert summaries("accounts", "promote-token", sid).returncode == 2  # nothing to promote yet
+    rotated = json.loads(summaries("accounts", "rotate-token", sid, "--json").stdout)
+    assert re.fullmatch(r"[0-9a-f]{32}", rotated["secondary_token"])
+    assert "secondary token promoted" in summaries("accounts", "promote-token", sid).stdout
+
+
+def test_the_server_banner_carries_no_version(service_urls, tmp_path):
+    import urllib.request
+
+    from tests.processes import gunicorn
+
+    process, base_url = gunicorn(tmp_path)
+    try:
+        with urllib.request.urlopen(base_url + "/healthz") as response:
+            server = response.headers.get("Server", "")
+    finally:
+        process.stop()
+    assert not re.search(r"\d", server), server
+
