@@ -35,6 +35,12 @@ def accounts(args: argparse.Namespace) -> None:
     from cli.main import print_json
     from shared import accounts as tokens
 
+    if args.action == "reencrypt":
+        with Session(get_engine()) as session:
+            count = tokens.reencrypt_all(session)
+            session.commit()
+        print(f"{count} accounts' tokens encrypted with the newest key")
+        return
     if args.action != "create":
         with Session(get_engine()) as session:
             try:

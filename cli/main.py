@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         token_command = accounts.add_parser(action, help=text)
         token_command.add_argument("sid", metavar="AC...")
         token_command.add_argument("--json", action="store_true")
+    accounts.add_parser("reencrypt", help="encrypt every stored token again with the first key of AUTH_TOKEN_KEYS")
 
     for name, columns in (("calls", "sid,account_sid,start_time"),
                           ("feedback", "call_sid,quality_score,issues,date_created")):

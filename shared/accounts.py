@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.models import Account
@@ -52,3 +53,15 @@ def _get(session: Session, sid: str) -> Account:
     if account is None:
         raise AccountError(f"account {sid} does not exist")
     return account
+
+
+def reencrypt_all(session: Session) -> int:
+    """Every stored token encrypted again with the newest key of AUTH_TOKEN_KEYS (after a key rotation)."""
+    from shared.secrets import reencrypt
+
+    accounts = session.scalars(select(Account).with_for_update()).all()
+    for account in accounts:
+        account.auth_token_encrypted = reencrypt(account.auth_token_encrypted)
+        if account.secondary_token_encrypted:
+            account.secondary_token_encrypted = reencrypt(account.secondary_token_encrypted)
+    return len(accounts)

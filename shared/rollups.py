@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal, localcontext
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from shared.aggregates import SummaryResult, issue_list, scope
@@ -50,26 +50,28 @@ def score_statistics(counts: list[int]) -> tuple[Decimal | None, Decimal | None,
         return round4(average), round4(_median(counts)), round4(deviation)
 
 
+_COLUMNS = [f"score_{score}" for score in SCORES] + [issue_column(issue) for issue in FEEDBACK_ISSUES]
+_WINDOW = dict(accounts=bindparam("accounts", expanding=True), start=bindparam("start"), end=bindparam("end"))
+# Built once: constructing these 13-column statements anew cost more CPU than running them.
+CALLS_SQL = select(func.coalesce(func.sum(DailyCalls.calls), 0)).where(
+    DailyCalls.account_sid.in_(_WINDOW["accounts"]), DailyCalls.day.between(_WINDOW["start"], _WINDOW["end"]))
+FEEDBACK_SQL = select(*(func.coalesce(func.sum(getattr(DailyFeedback, name)), 0) for name in _COLUMNS)).where(
+    DailyFeedback.account_sid.in_(_WINDOW["accounts"]), DailyFeedback.day.between(_WINDOW["start"], _WINDOW["end"]))
+
+
 def compute(session: Session, account_sid: str, include_subaccounts: bool,
             start_date: dt.date, end_date: dt.date) -> SummaryResult:
-    accounts = scope(session, account_sid, include_subaccounts)
-    call_count = session.scalar(
-        select(func.coalesce(func.sum(DailyCalls.calls), 0))
-        .where(DailyCalls.account_sid.in_(accounts), DailyCalls.day.between(start_date, end_date))
-    )
-    columns = [f"score_{score}" for score in SCORES] + [issue_column(issue) for issue in FEEDBACK_ISSUES]
-    sums = session.execute(
-        select(*(func.coalesce(func.sum(getattr(DailyFeedback, name)), 0) for name in columns))
-        .where(DailyFeedback.account_sid.in_(accounts), DailyFeedback.day.between(start_date, end_date))
-    ).one()
+    window = {"accounts": scope(session, account_sid, include_subaccounts), "start": start_date, "end": end_date}
+    call_count = int(session.scalar(CALLS_SQL, window))
+    sums = session.execute(FEEDBACK_SQL, window).one()
     counts, issue_counts = [int(v) for v in sums[:5]], [int(v) for v in sums[5:]]
     average, median, deviation = score_statistics(counts)
     reported = [(issue, count) for issue, count in zip(FEEDBACK_ISSUES, issue_counts) if count]
     return SummaryResult(
-        call_count=int(call_count),
+        call_count=call_count,
         call_feedback_count=sum(counts),
         quality_score_average=average,
         quality_score_median=median,
         quality_score_standard_deviation=deviation,
-        issues=issue_list(reported, int(call_count)),
+        issues=issue_list(reported, call_count),
     )

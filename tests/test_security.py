@@ -251,3 +251,35 @@ def test_the_server_banner_carries_no_version(service_urls, tmp_path):
         process.stop()
     assert not re.search(r"\d", server), server
 
+
+
+def test_the_encryption_key_is_rotated_by_reencrypting(engine, world, monkeypatch, service_urls):
+    from cryptography.fernet import Fernet
+    from sqlalchemy.orm import Session
+
+    from shared import accounts, secrets
+    from shared.models import Account
+
+    old_keys = b",".join(secrets._keys()).decode()
+    new_key = Fernet.generate_key().decode()
+    token = world["parent"].auth_token
+    monkeypatch.setenv("AUTH_TOKEN_KEYS", f"{new_key},{old_keys}")
+    secrets.cipher.cache_clear()
+    try:
+        with Session(engine) as session:
+            assert accounts.reencrypt_all(session) == 4
+            session.commit()
+        monkeypatch.setenv("AUTH_TOKEN_KEYS", new_key)  # the old key retired
+        secrets.cipher.cache_clear()
+        with Session(engine) as session:
+            assert session.get(Account, world["parent"].sid).auth_token == token
+    finally:
+        monkeypatch.delenv("AUTH_TOKEN_KEYS")
+        secrets.cipher.cache_clear()
+        with Session(engine) as session:  # back under the data directory's key for the other tests
+            monkeypatch.setenv("AUTH_TOKEN_KEYS", f"{old_keys},{new_key}")
+            secrets.cipher.cache_clear()
+            accounts.reencrypt_all(session)
+            session.commit()
+        monkeypatch.delenv("AUTH_TOKEN_KEYS")
+        secrets.cipher.cache_clear()
