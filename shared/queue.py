@@ -85,60 +85,60 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(broker_url(settings), socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
-def enqueue_summary(summary_sid: str) -> bool:
-    """Send the compute message; False when Redis cannot take it (the sweeper re-sends it later)."""
+def _send(task: str, queue: str, marker: str, summary_sid: str, delay_s: float = 0) -> bool:
+    """Send the task's message, then set its in-flight marker; False when Redis cannot take it."""
     try:
-        get_celery().send_task(COMPUTE_SUMMARY, args=[summary_sid], queue=SUMMARIES_QUEUE, retry=False,
+        get_celery().send_task(task, args=[summary_sid], queue=queue, countdown=delay_s or None, retry=False,
                                headers={SENT_AT_HEADER: time.time()})
-        get_redis().set(IN_FLIGHT_KEY.format(sid=summary_sid), 1, ex=IN_FLIGHT_TTL_S)
+        get_redis().set(marker.format(sid=summary_sid), 1, ex=int(delay_s) + IN_FLIGHT_TTL_S)
     except Exception:
-        log.warning("enqueue failed; the sweeper will re-send", exc_info=True, extra={"summary_sid": summary_sid})
+        log.warning("%s not sent; the sweeper will send it", task, exc_info=True, extra={"summary_sid": summary_sid})
         return False
     return True
 
 
-def clear_in_flight(summary_sid: str) -> None:
+def _clear(marker: str, summary_sid: str) -> None:
     try:
-        get_redis().delete(IN_FLIGHT_KEY.format(sid=summary_sid))
+        get_redis().delete(marker.format(sid=summary_sid))
     except redis.RedisError:
-        log.warning("could not clear the in-flight marker", extra={"summary_sid": summary_sid})
+        log.warning("could not clear an in-flight marker", extra={"summary_sid": summary_sid})
+
+
+def _without_marker(client: redis.Redis, marker: str, summary_sids: list[str]) -> list[str]:
+    if not summary_sids:
+        return []
+    markers = client.mget([marker.format(sid=sid) for sid in summary_sids])
+    return [sid for sid, found in zip(summary_sids, markers) if found is None]
+
+
+def enqueue_summary(summary_sid: str) -> bool:
+    """Send the compute message; False when Redis cannot take it (the sweeper re-sends it later)."""
+    return _send(COMPUTE_SUMMARY, SUMMARIES_QUEUE, IN_FLIGHT_KEY, summary_sid)
+
+
+def clear_in_flight(summary_sid: str) -> None:
+    _clear(IN_FLIGHT_KEY, summary_sid)
 
 
 def without_message(client: redis.Redis, summary_sids: list[str]) -> list[str]:
     """The summaries that have no compute message in flight."""
-    if not summary_sids:
-        return []
-    markers = client.mget([IN_FLIGHT_KEY.format(sid=sid) for sid in summary_sids])
-    return [sid for sid, marker in zip(summary_sids, markers) if marker is None]
+    return _without_marker(client, IN_FLIGHT_KEY, summary_sids)
 
 
 def enqueue_callback(summary_sid: str, delay_s: float = 0) -> bool:
     """Send the delivery message now or after delay_s; False when it is left to the sweeper."""
     if delay_s > MAX_COUNTDOWN_S:
         return False
-    try:
-        get_celery().send_task(DELIVER_CALLBACK, args=[summary_sid], queue=CALLBACKS_QUEUE,
-                               countdown=delay_s or None, retry=False, headers={SENT_AT_HEADER: time.time()})
-        get_redis().set(CALLBACK_IN_FLIGHT_KEY.format(sid=summary_sid), 1, ex=int(delay_s) + IN_FLIGHT_TTL_S)
-    except Exception:
-        log.warning("callback enqueue failed; the sweeper will re-send", exc_info=True,
-                    extra={"summary_sid": summary_sid})
-        return False
-    return True
+    return _send(DELIVER_CALLBACK, CALLBACKS_QUEUE, CALLBACK_IN_FLIGHT_KEY, summary_sid, delay_s)
 
 
 def clear_callback_in_flight(summary_sid: str) -> None:
-    try:
-        get_redis().delete(CALLBACK_IN_FLIGHT_KEY.format(sid=summary_sid))
-    except redis.RedisError:
-        log.warning("could not clear the callback in-flight marker", extra={"summary_sid": summary_sid})
+    _clear(CALLBACK_IN_FLIGHT_KEY, summary_sid)
 
 
 def callbacks_without_message(client: redis.Redis, summary_sids: list[str]) -> list[str]:
-    if not summary_sids:
-        return []
-    markers = client.mget([CALLBACK_IN_FLIGHT_KEY.format(sid=sid) for sid in summary_sids])
-    return [sid for sid, marker in zip(summary_sids, markers) if marker is None]
+    """The deliveries that have no message in flight."""
+    return _without_marker(client, CALLBACK_IN_FLIGHT_KEY, summary_sids)
 
 
 def queue_depth(client: redis.Redis, queue: str) -> tuple[int, float | None]:

@@ -111,7 +111,7 @@ def test_enqueue_sets_an_expiring_marker_and_reports_failure_instead_of_raising(
     sent = []
 
     class Broker:
-        def send_task(self, name, args, queue, retry, headers):
+        def send_task(self, name, args, queue, countdown, retry, headers):
             sent.append((name, args, queue, retry))
             assert abs(headers[queue_module.SENT_AT_HEADER] - time.time()) < 5
 
