@@ -7,7 +7,6 @@ from shared import metrics
 limit_request_line = 8190
 
 # Our application logs one JSON line per request, with its request id; gunicorn's own lines are JSON too.
-accesslog = None
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -17,7 +16,8 @@ logconfig_dict = {
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "root": {"level": "INFO", "handlers": ["stderr"]},
     "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-                "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+                # The application's own `request` line replaces the access log: it has the request id.
+                "gunicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False}},
 }
 
 
