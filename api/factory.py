@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
-import redis
-
 from api.app import App, Services
 from api.ratelimit import CreateRateLimit
 from shared import queue
@@ -18,17 +14,12 @@ def create_app(settings: Settings | None = None) -> App:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
-    @functools.cache
-    def redis_client() -> redis.Redis:
-        url = queue.broker_url(settings)
-        return redis.Redis.from_url(url, socket_timeout=settings.enqueue_timeout_s,
-                                    socket_connect_timeout=settings.enqueue_timeout_s)
-
     rate_limit = CreateRateLimit(queue.broker_url(settings), settings.create_rate_limit, settings.enqueue_timeout_s)
     return App(Services(
         settings=settings,
         sessions=get_sessionmaker(),
         enqueue_summary=queue.enqueue_summary,
-        ping_redis=lambda: redis_client().ping(),
+        # The client the enqueue itself uses: /readyz checks the connection that creates depend on.
+        ping_redis=lambda: queue.get_redis().ping(),
         check_create_rate=rate_limit.check,
     ))

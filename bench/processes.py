@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from shared.embedded import free_port
+
 
 class Child:
     def __init__(self, name: str, command: list[str], log_dir: Path, env: dict | None = None):
@@ -40,14 +42,6 @@ class Child:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         self.log.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def gunicorn(app: str, log_dir: Path, workers: int, name: str) -> tuple[Child, str]:

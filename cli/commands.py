@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from sqlalchemy.orm import Session
 
@@ -16,6 +17,10 @@ from shared.seed import seed as seed_account
 
 class CommandError(Exception):
     """Raised for a command that cannot do what was asked; printed without a traceback."""
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))
 
 
 def up(args: argparse.Namespace) -> int:
@@ -32,36 +37,20 @@ def migrate(args: argparse.Namespace) -> None:
 
 
 def accounts(args: argparse.Namespace) -> None:
-    from cli.main import print_json
-    from shared import accounts as tokens
+    if args.action == "create":
+        _create_account(args)
+    elif args.action == "reencrypt":
+        from shared.accounts import reencrypt_all
 
-    if args.action == "reencrypt":
         with Session(get_engine()) as session:
-            count = tokens.reencrypt_all(session)
+            count = reencrypt_all(session)
             session.commit()
         print(f"{count} accounts' tokens encrypted with the newest key")
-        return
-    if args.action != "create":
-        with Session(get_engine()) as session:
-            try:
-                if args.action == "rotate-token":
-                    secondary = tokens.rotate_token(session, args.sid)
-                elif args.action == "promote-token":
-                    tokens.promote_token(session, args.sid)
-                else:
-                    tokens.delete_secondary(session, args.sid)
-            except AccountError as error:
-                raise CommandError(error) from None
-            session.commit()
-        if args.action == "rotate-token":
-            if args.json:
-                print_json({"sid": args.sid, "secondary_token": secondary})
-            else:
-                print(f"secondary_token  {secondary}\nBoth tokens work until `summaries accounts promote-token "
-                      f"{args.sid}`.")
-        else:
-            print(f"{args.sid}: {'secondary token promoted' if args.action == 'promote-token' else 'secondary token deleted'}")
-        return
+    else:
+        _token_action(args)
+
+
+def _create_account(args: argparse.Namespace) -> None:
     with Session(get_engine(), expire_on_commit=False) as session:
         try:
             account = create_account(session, args.name, args.parent)
@@ -73,6 +62,26 @@ def accounts(args: argparse.Namespace) -> None:
                     "friendly_name": account.friendly_name})
     else:
         print(f"account_sid  {account.sid}\nauth_token   {account.auth_token}")
+
+
+def _token_action(args: argparse.Namespace) -> None:
+    from shared import accounts as tokens
+
+    act, done = {"rotate-token": (tokens.rotate_token, None),
+                 "promote-token": (tokens.promote_token, "secondary token promoted"),
+                 "delete-secondary": (tokens.delete_secondary, "secondary token deleted")}[args.action]
+    with Session(get_engine()) as session:
+        try:
+            secondary = act(session, args.sid)
+        except AccountError as error:
+            raise CommandError(error) from None
+        session.commit()
+    if done:
+        print(f"{args.sid}: {done}")
+    elif args.json:
+        print_json({"sid": args.sid, "secondary_token": secondary})
+    else:
+        print(f"secondary_token  {secondary}\nBoth tokens work until `summaries accounts promote-token {args.sid}`.")
 
 
 def _import(args: argparse.Namespace, load) -> None:
@@ -109,7 +118,6 @@ def seed(args: argparse.Namespace) -> None:
 
 def callbacks(args: argparse.Namespace) -> None:
     from cli import callbacks as deliveries
-    from cli.main import print_json
 
     if args.action == "list":
         rows = deliveries.list_deliveries(args.state, args.limit)
@@ -149,7 +157,6 @@ def _age(seconds) -> str:
 
 
 def status(args: argparse.Namespace) -> None:
-    from cli.main import print_json
     from cli.operations import status as gather
 
     found = gather()
@@ -174,7 +181,6 @@ def status(args: argparse.Namespace) -> None:
 
 
 def jobs(args: argparse.Namespace) -> None:
-    from cli.main import print_json
     from cli.operations import jobs as gather
 
     rows = gather(args.status, args.account, args.since, args.limit)
@@ -189,15 +195,13 @@ def jobs(args: argparse.Namespace) -> None:
 
 
 def show(args: argparse.Namespace) -> int:
-    from cli.main import print_json
     from cli.operations import show as gather
 
     found = {sid: gather(sid) for sid in args.sids}
     if args.json:
         print_json(found)
+        return 0 if all(found.values()) else 1
     for sid, summary in found.items():
-        if args.json:
-            break
         if summary is None:
             print(f"{sid}: no such summary")
             continue
@@ -219,7 +223,6 @@ def show(args: argparse.Namespace) -> int:
 
 
 def retry(args: argparse.Namespace) -> None:
-    from cli.main import print_json
     from cli.operations import retry as act
 
     outcome = act(args.sids)
@@ -231,7 +234,6 @@ def retry(args: argparse.Namespace) -> None:
 
 
 def purge(args: argparse.Namespace) -> None:
-    from cli.main import print_json
     from cli.operations import purge as act
     from cli.operations import purgeable
 

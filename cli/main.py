@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -119,10 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         print(f"summaries {args.command}: cannot reach the database: {reason}", file=sys.stderr)
         return 2
-
-
-def print_json(value: object) -> None:
-    print(json.dumps(value, indent=2, default=str))
 
 
 if __name__ == "__main__":

