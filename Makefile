@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test fuzz bench bench-quick migrate clean
+.PHONY: help run test test-fast fuzz bench bench-quick migrate clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -24,6 +24,9 @@ run: $(INSTALLED) ## start API, worker and scheduler (embedded PostgreSQL and Re
 test: $(INSTALLED) ## run the tests (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-fast: $(INSTALLED) ## the tests that start no processes (a few minutes at most)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 fuzz: $(INSTALLED) ## the fuzzing tests at a large size (FUZZ_EXAMPLES=1000 per operation; CI runs 40)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(BIN)/python -m pytest tests/test_fuzz.py -p no:logging $(PYTEST_ARGS)
 
@@ -32,12 +35,12 @@ BENCH_DIR ?= .bench
 bench: $(INSTALLED) ## measure every figure of docs/benchmarks.md (10M-call dataset, built once into .bench)
 	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -q wrk >/dev/null; } || \
 		{ echo "wrk is needed: apt-get install wrk"; exit 1; }
-	$(BIN)/summaries --data-dir $(BENCH_DIR) bench --output $(BENCH_DIR)/last-run.md
+	$(BIN)/python -m bench --data-dir $(BENCH_DIR) --output $(BENCH_DIR)/last-run.md
 
 bench-quick: $(INSTALLED) ## the same, on a reduced dataset and shorter runs
 	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -q wrk >/dev/null; } || \
 		{ echo "wrk is needed: apt-get install wrk"; exit 1; }
-	$(BIN)/summaries --data-dir $(BENCH_DIR) bench --quick --output $(BENCH_DIR)/last-run.md
+	$(BIN)/python -m bench --data-dir $(BENCH_DIR) --quick --output $(BENCH_DIR)/last-run.md
 
 migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or the embedded server)
 	$(BIN)/summaries migrate

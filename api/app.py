@@ -8,17 +8,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import feedback, health, summaries
-from shared import logs, metrics
 from api.auth import authenticate, authorize
+from api.errors import ApiError, BadRequest, InternalError, ServiceUnavailable
 from api.http import FORM_TYPE, Request, Response, parse_form, read_body
 from api.routing import Router
-from shared.config import Settings
-from shared.errors import ApiError, BadRequest, InternalError, ServiceUnavailable
+from shared.platform import logs, metrics
+from shared.platform.config import Settings
+from shared.platform.db import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class App:
                 response = self.handle(environ, method, path, request_id, matched, handler, params)
             except ApiError as error:
                 response = Response(error.status, error.to_dict(), list(error.headers))
-            except (OperationalError, PoolTimeout):
+            except TRANSIENT_ERRORS:
                 log.warning("database unavailable", exc_info=True)
                 error = ServiceUnavailable()
                 response = Response(error.status, error.to_dict())

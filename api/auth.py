@@ -8,10 +8,10 @@ import hmac
 
 from sqlalchemy.orm import Session
 
-from shared.errors import NotFound, Unauthorized
+from api.errors import NotFound, Unauthorized
+from shared.accounts.secrets import token_hash
+from shared.accounts.sids import ACCOUNT, is_sid
 from shared.models import Account
-from shared.secrets import token_hash
-from shared.sids import ACCOUNT, is_sid
 
 MAX_AUTHORIZATION_CHARS = 512  # a SID and a token take 96 in Basic; anything much longer is not ours
 # Compared against when there is no such account or secondary token: no token hashes to it.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from api.app import App, Services
 from api.ratelimit import CreateRateLimit
-from shared import queue
-from shared.config import Settings, get_settings
-from shared.db import get_sessionmaker
-from shared.logs import configure_logging
+from shared.platform import queue
+from shared.platform.config import Settings, get_settings
+from shared.platform.db import get_sessionmaker
+from shared.platform.logs import configure_logging
 
 
 def create_app(settings: Settings | None = None) -> App:

@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from api.errors import BadRequest, NotFound
 from api.http import Request, Response
-from shared.errors import BadRequest, NotFound
-from shared.feedback import upsert_feedback
+from shared.formats import rfc2822
 from shared.models import FEEDBACK_ISSUES, Account, Call, CallFeedback
-from shared.representations import feedback_resource
 
 SCORE = re.compile(r"[1-5]")
+
+
+def feedback_resource(feedback: CallFeedback) -> dict:
+    return {
+        "account_sid": feedback.account_sid,
+        "date_created": rfc2822(feedback.date_created),
+        "date_updated": rfc2822(feedback.date_updated),
+        "issues": list(feedback.issues),
+        "quality_score": feedback.quality_score,
+        "sid": feedback.call_sid,
+    }
+
+
+def upsert_feedback(session: Session, call: Call, quality_score: int, issues: list[str]) -> CallFeedback:
+    """Posting again replaces the entry and moves date_updated, never date_created (the day the
+    summaries count it by). The rollup trigger moves the old values out and the new ones in."""
+    statement = insert(CallFeedback).values(
+        call_sid=call.sid, account_sid=call.account_sid, quality_score=quality_score, issues=issues
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[CallFeedback.call_sid],
+        set_={"quality_score": statement.excluded.quality_score, "issues": statement.excluded.issues,
+              "date_updated": func.now()},
+    )
+    return session.scalars(statement.returning(CallFeedback), execution_options={"populate_existing": True}).one()
 
 
 def _call(request: Request, account: Account, call_sid: str) -> Call:

@@ -1,6 +1,6 @@
 """gunicorn settings for the API (`gunicorn -c python:api.gunicorn_conf api.wsgi:application`)."""
 
-from shared import metrics
+from shared.platform import metrics
 
 # The largest request line gunicorn allows: the application's own, smaller limits answer first, in
 # Twilio's format (api/app.py).

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from api.errors import ServiceUnavailable
 from api.http import Request, Response
-from shared.errors import ServiceUnavailable
 
 
 def healthz(request: Request) -> Response:
@@ -31,7 +31,7 @@ def readyz(request: Request) -> Response:
 
 def metrics(request: Request) -> Response:
     """Prometheus exposition: every API and worker process on this machine, and the live state."""
-    from shared.metrics import exposition
+    from shared.platform.metrics import exposition
 
     body, content_type = exposition()
     return Response(200, raw=body, content_type=content_type)

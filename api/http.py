@@ -8,7 +8,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
-from shared.errors import BadRequest, PayloadTooLarge
+from api.errors import BadRequest, PayloadTooLarge
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 

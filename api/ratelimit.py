@@ -11,7 +11,7 @@ from limits import parse_many
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from shared.errors import TooManyRequests
+from api.errors import TooManyRequests
 
 log = logging.getLogger(__name__)
 

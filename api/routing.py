@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from shared.errors import MethodNotAllowed, NotFound
+from api.errors import MethodNotAllowed, NotFound
 
 Handler = Callable[..., object]
 

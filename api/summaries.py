@@ -13,14 +13,15 @@ from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from api.errors import BadRequest, NotFound
 from api.http import Request, Response
-from shared import logs, metrics
-from shared.errors import BadRequest, NotFound
-from shared.events import record
+from shared.accounts.sids import SUMMARY, new_sid
 from shared.formats import parse_bool
 from shared.models import Account, FeedbackSummary, IdempotencyKey
-from shared.representations import summary_resource
-from shared.sids import SUMMARY, new_sid
+from shared.platform import logs, metrics
+from shared.platform.db import after_commit
+from shared.summaries.events import record
+from shared.summaries.representation import summary_resource
 
 DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 # The window's end is EndDate + 1 day; keep every date where that arithmetic cannot overflow.
@@ -143,11 +144,10 @@ def create(request: Request, account: Account) -> Response:
         if replayed is not None:
             return replayed
     record(session, summary.sid, "created", request.request_id, idempotency_key=key)
+    after_commit(session, services.enqueue_summary, summary.sid)
     session.commit()
     metrics.SUMMARIES_CREATED.inc()
     logs.add(summary_sid=summary.sid)
-    # Only after the commit: a worker must never receive an id it cannot read.
-    services.enqueue_summary(summary.sid)
     return Response(201, summary_resource(summary))
 
 

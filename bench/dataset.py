@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from shared.accounts import create_account
+from cli.accounts import create_account
+from cli.seed import seed
 from shared.models import Account
-from shared.seed import seed
 
 
 @dataclass(frozen=True)

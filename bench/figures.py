@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from bench import processes
 from bench.dataset import Dataset
 from bench.receiver import Receiver
-from shared import aggregates, rollups
-from shared.queue import enqueue_callback, enqueue_summary, get_redis
-
+from shared.platform.queue import enqueue_callback, enqueue_summary, get_redis
+from tests import direct_aggregates as aggregates
+from worker import rollups
 
 WEB_WORKERS = 2  # one per core (4 measured no better here); the same for the API and the bare app
 
@@ -140,8 +140,8 @@ def _ping(app_name: str, timeout_s: float = 30) -> None:
     """Wait until a worker of this Celery app answers a ping."""
     from celery import Celery
 
-    from shared.config import get_settings
-    from shared.queue import broker_url
+    from shared.platform.config import get_settings
+    from shared.platform.queue import broker_url
 
     app = Celery(broker=broker_url(get_settings()))
     _wait(lambda: bool(app.control.ping(timeout=0.5)), timeout_s, 0.2)

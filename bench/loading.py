@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from bench.figures import Row
-from shared.sids import CALL
+from shared.accounts.sids import CALL
 
 
 def _csv(path: Path, account_sid: str, rows: int) -> Path:
@@ -59,8 +59,8 @@ def import_rate(engine: Engine, database_url: str, account_sid: str, work: Path,
 MEASURE_SUMMARY = """
 import datetime as dt, resource, sys
 from sqlalchemy.orm import Session
-from shared import rollups
-from shared.db import get_engine
+from worker import rollups
+from shared.platform.db import get_engine
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with Session(get_engine()) as session:
     end = dt.date.today()

@@ -3,8 +3,8 @@ but tell the bench it ran (an LPUSH of the time it was sent, for round trips and
 
 import time
 
-from shared.config import get_settings
-from shared.queue import broker_url, get_redis, make_celery
+from shared.platform.config import get_settings
+from shared.platform.queue import broker_url, get_redis, make_celery
 
 app = make_celery(broker_url(get_settings()), get_settings())
 app.conf.task_default_queue = "bench-noop"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import psutil
 
-from shared.embedded import free_port
+from cli import processes
+from shared.platform.embedded import free_port
 
 
 class Child:
@@ -46,8 +46,7 @@ class Child:
 
 def gunicorn(app: str, log_dir: Path, workers: int, name: str) -> tuple[Child, str]:
     port = free_port()
-    child = Child(name, [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers",
-                         str(workers)], log_dir)
+    child = Child(name, processes.python_m(processes.web(f"127.0.0.1:{port}", workers, app)), log_dir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -63,11 +62,8 @@ def gunicorn(app: str, log_dir: Path, workers: int, name: str) -> tuple[Child, s
 
 def celery_worker(app: str, queues: str, log_dir: Path, name: str, concurrency: int, pool: str = "prefork",
                   env: dict | None = None) -> Child:
-    return Child(name, [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-n", f"{name}@%h",
-                        "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "WARNING",
-                        "--without-gossip", "--without-mingle", "--without-heartbeat"], log_dir, env)
-
-
-def celery_beat(log_dir: Path, env: dict | None = None) -> Child:
-    return Child("beat", [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel",
-                          "WARNING", "-s", str(log_dir / "celerybeat-schedule")], log_dir, env)
+    """The Procfile's `worker` (prefork) or `callbacks` (threads) process; `app` may be the baseline's."""
+    kind = "callbacks" if pool == "threads" else "worker"
+    command = processes.worker(kind, concurrency, node=name, queues=queues, app=app)
+    return Child(name, processes.python_m([*command, "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+                                           "--without-heartbeat"]), log_dir, env)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from bench import figures, loading
 from bench.dataset import ensure
-from shared import queue
-from shared.config import get_settings
-from shared.db import database_url, get_engine
-from shared.embedded import EmbeddedRedis
-from shared.migrate import upgrade
+from cli.migrate import upgrade
+from shared.platform import queue
+from shared.platform.config import get_settings
+from shared.platform.db import database_url, get_engine
+from shared.platform.embedded import EmbeddedRedis
 
 SIZES = {  # big account's calls, small accounts, seconds of load, summaries and callbacks per batch, import rows
     "full": dict(big_calls=10_000_000, small=20, seconds=10, batch=2000, rows=1_000_000),

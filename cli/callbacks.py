@@ -6,14 +6,15 @@ import argparse
 import datetime as dt
 import time
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.config import get_settings
-from shared.db import get_engine
-from shared.events import operator, record
+from shared.callbacks import deliveries
+from shared.callbacks.state import DeliveryState
 from shared.models import CallbackDelivery
-from shared.queue import enqueue_callback
+from shared.platform.config import get_settings
+from shared.platform.db import get_engine
+from shared.summaries.events import operator
 
 
 class SelectionError(ValueError):
@@ -37,7 +38,8 @@ def list_deliveries(state: str | None, limit: int) -> list[dict]:
 
 
 def select_for_redelivery(session: Session, args: argparse.Namespace) -> list[CallbackDelivery]:
-    query = select(CallbackDelivery).where(CallbackDelivery.state != "pending").order_by(CallbackDelivery.date_updated)
+    query = (select(CallbackDelivery).where(CallbackDelivery.state != DeliveryState.PENDING.value)
+             .order_by(CallbackDelivery.date_updated))
     if args.sids:
         query = query.where(CallbackDelivery.summary_sid.in_(args.sids))
     elif args.state:
@@ -54,7 +56,7 @@ def select_for_redelivery(session: Session, args: argparse.Namespace) -> list[Ca
 def redeliver(args: argparse.Namespace, out=print) -> int:
     """Reset each chosen delivery to pending with a fresh budget of attempts and send it, at most
     args.rate per second; the event and its idempotency token stay the original ones."""
-    budget = get_settings().callback_max_attempts
+    budget, actor = get_settings().callback_max_attempts, operator()
     with Session(get_engine()) as session:
         chosen = select_for_redelivery(session, args)
         if args.sids:
@@ -68,15 +70,8 @@ def redeliver(args: argparse.Namespace, out=print) -> int:
             if args.dry_run:
                 out("  " + "&".join(f"{k}={v}" for k, v in sorted(delivery.params.items())))
                 continue
-            session.execute(
-                update(CallbackDelivery).where(CallbackDelivery.summary_sid == delivery.summary_sid)
-                .values(state="pending", next_attempt_at=func.now(), leased_until=None, date_updated=func.now(),
-                        attempt_limit=CallbackDelivery.attempts + budget,
-                        redeliveries=CallbackDelivery.redeliveries + 1)
-            )
-            record(session, delivery.summary_sid, "callback redelivered", operator(), previous_state=delivery.state)
-            session.commit()
-            enqueue_callback(delivery.summary_sid)
+            deliveries.redeliver(session, delivery, budget, actor)
+            session.commit()  # sends it
             time.sleep(1 / args.rate)
     return len(chosen)
 

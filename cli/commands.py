@@ -7,12 +7,12 @@ import json
 
 from sqlalchemy.orm import Session
 
-from shared.accounts import AccountError, create_account
-from shared.config import get_settings
-from shared.db import database_url, get_engine
-from shared.imports import ImportFailed, import_calls, import_feedback
+from cli.accounts import AccountError, create_account
+from cli.imports import ImportFailed, import_calls, import_feedback
+from cli.seed import seed as seed_account
 from shared.models import Account
-from shared.seed import seed as seed_account
+from shared.platform.config import get_settings
+from shared.platform.db import database_url, get_engine
 
 
 class CommandError(Exception):
@@ -30,7 +30,7 @@ def up(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> None:
-    from shared.migrate import upgrade
+    from cli.migrate import upgrade
 
     upgrade(database_url(get_settings()))
     print("migrations applied")
@@ -40,7 +40,7 @@ def accounts(args: argparse.Namespace) -> None:
     if args.action == "create":
         _create_account(args)
     elif args.action == "reencrypt":
-        from shared.accounts import reencrypt_all
+        from cli.accounts import reencrypt_all
 
         with Session(get_engine()) as session:
             count = reencrypt_all(session)
@@ -65,7 +65,7 @@ def _create_account(args: argparse.Namespace) -> None:
 
 
 def _token_action(args: argparse.Namespace) -> None:
-    from shared import accounts as tokens
+    from cli import accounts as tokens
 
     act, done = {"rotate-token": (tokens.rotate_token, None),
                  "promote-token": (tokens.promote_token, "secondary token promoted"),
@@ -140,12 +140,6 @@ def callbacks(args: argparse.Namespace) -> None:
     except deliveries.SelectionError as error:
         raise CommandError(error) from None
     print(f"{count} deliveries {'would be sent' if args.dry_run else 'sent again'}")
-
-
-def bench(args: argparse.Namespace) -> int:
-    from bench.run import main
-
-    return main(args)
 
 
 def _when(value) -> str:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
+    from cli import processes
+
     parser = argparse.ArgumentParser(prog="summaries", description=__doc__)
     parser.add_argument("--data-dir", help="where the embedded PostgreSQL and Redis live (default: ./.data, "
                                            "or SUMMARIES_DATA_DIR)")
@@ -17,8 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the API, a worker and the scheduler in the foreground")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8080)
-    up.add_argument("--web-processes", type=int, default=2)
-    up.add_argument("--worker-concurrency", type=int, default=2)
+    up.add_argument("--web-processes", type=int, default=processes.WEB_PROCESSES)
+    up.add_argument("--worker-concurrency", type=int, default=processes.WORKERS["worker"].concurrency)
     up.add_argument("--demo", action="store_true", help="create and seed a demo account once, and print a curl")
 
     commands.add_parser("migrate", help="apply the database migrations")
@@ -76,12 +78,6 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--host", help="with --state: only deliveries to this host")
     again.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     again.add_argument("--rate", type=float, default=10.0, help="at most this many sends per second (default 10)")
-
-    bench = commands.add_parser("bench", help="measure every figure of docs/benchmarks.md side by side")
-    bench.add_argument("--quick", action="store_true", help="a reduced dataset and shorter runs")
-    bench.add_argument("--output", help="also write the table to this file")
-    bench.add_argument("--only", help="measure only these rows (comma-separated: sql, creates, summaries, "
-                                      "latency, callbacks, import, memory)")
 
     seed = commands.add_parser("seed", help="add realistic synthetic calls and feedback to an account")
     seed.add_argument("--account", required=True, metavar="AC...")

@@ -7,11 +7,11 @@ import datetime as dt
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
-from shared.db import get_engine
-from shared.events import operator
-from shared.lifecycle import retry_failed
 from shared.models import CallbackAttempt, CallbackDelivery, FeedbackSummary, SummaryEvent
-from shared.queue import CALLBACKS_QUEUE, SUMMARIES_QUEUE, enqueue_summary, get_celery, get_redis, queue_depth
+from shared.platform.db import after_commit, get_engine
+from shared.platform.queue import CALLBACKS_QUEUE, SUMMARIES_QUEUE, enqueue_summary, get_celery, get_redis, queue_depth
+from shared.summaries.events import operator
+from shared.summaries.lifecycle import retry_failed
 
 
 def _age_s(moment: dt.datetime | None) -> float | None:
@@ -106,11 +106,12 @@ def retry(sids: list[str]) -> dict[str, str]:
     for sid in sids:
         with Session(get_engine()) as session:
             moved = retry_failed(session, sid, actor)
+            sent = after_commit(session, enqueue_summary, sid) if moved is not None else None
             session.commit()
         if moved is None:
             outcome[sid] = "not failed (or no such summary): left alone"
         else:
-            outcome[sid] = "queued" if enqueue_summary(sid) else "queued; the sweeper will send it (Redis down)"
+            outcome[sid] = "queued" if sent.result else "queued; the sweeper will send it (Redis down)"
     return outcome
 
 

@@ -13,13 +13,15 @@ import urllib.request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.accounts import create_account
-from shared.config import get_settings
-from shared.db import database_url, make_engine
-from shared.embedded import EmbeddedRedis, inherit_urls_env
-from shared.migrate import upgrade
+from cli import processes
+from cli.accounts import create_account
+from cli.migrate import upgrade
+from cli.processes import python_m
+from cli.seed import seed
 from shared.models import Account
-from shared.seed import seed
+from shared.platform.config import get_settings
+from shared.platform.db import database_url, make_engine
+from shared.platform.embedded import EmbeddedRedis, inherit_urls_env
 
 DEMO_NAME = "Demo account"
 DEMO_DAYS = 30
@@ -46,17 +48,13 @@ def ensure_demo(url: str) -> Account:
 
 
 def _children(args: argparse.Namespace, data_dir) -> list[tuple[str, list[str]]]:
-    python = sys.executable
+    """The Procfile's processes (cli/processes.py), on this machine, logging at INFO."""
+    info = ["--loglevel", "INFO"]
     return [
-        ("web", [python, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:application", "--bind",
-                 f"{args.host}:{args.port}", "--workers", str(args.web_processes), "--graceful-timeout", "10"]),
-        ("worker", [python, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "summaries",
-                    "--concurrency", str(args.worker_concurrency), "-n", "summaries@%h", "--loglevel", "INFO"]),
-        # Callbacks wait on other people's servers: threads, many of them, in a worker of their own.
-        ("callbacks", [python, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "callbacks",
-                       "--pool", "threads", "--concurrency", "16", "-n", "callbacks@%h", "--loglevel", "INFO"]),
-        ("scheduler", [python, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
-                       "-s", str(data_dir / "celerybeat-schedule")]),
+        ("web", python_m([*processes.web(f"{args.host}:{args.port}", args.web_processes), "--graceful-timeout", "10"])),
+        ("worker", python_m([*processes.worker("worker", args.worker_concurrency), *info])),
+        ("callbacks", python_m([*processes.worker("callbacks"), *info])),
+        ("scheduler", python_m([*processes.scheduler(str(data_dir / "celerybeat-schedule")), *info])),
     ]
 
 
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         broker = embedded_redis.start()
     upgrade(db_url)
     demo = ensure_demo(db_url) if args.demo else None
-    from shared import metrics
+    from shared.platform import metrics
 
     metrics.clear()  # samples of a previous run's processes
 

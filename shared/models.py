@@ -22,7 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.status import SummaryStatus
+from shared.callbacks.state import DeliveryState
+from shared.summaries.status import SummaryStatus
 
 # The issue types of the SPEC, in the order Twilio documents them alphabetically.
 FEEDBACK_ISSUES = (
@@ -65,25 +66,25 @@ class Account(Base):
 
     @property
     def auth_token(self) -> str:
-        from shared.secrets import decrypt
+        from shared.accounts.secrets import decrypt
 
         return decrypt(self.auth_token_encrypted)
 
     @auth_token.setter
     def auth_token(self, token: str) -> None:
-        from shared.secrets import encrypt, token_hash
+        from shared.accounts.secrets import encrypt, token_hash
 
         self.auth_token_hash, self.auth_token_encrypted = token_hash(token), encrypt(token)
 
     @property
     def secondary_token(self) -> str | None:
-        from shared.secrets import decrypt
+        from shared.accounts.secrets import decrypt
 
         return decrypt(self.secondary_token_encrypted) if self.secondary_token_encrypted else None
 
     @secondary_token.setter
     def secondary_token(self, token: str | None) -> None:
-        from shared.secrets import encrypt, token_hash
+        from shared.accounts.secrets import encrypt, token_hash
 
         self.secondary_token_hash = token_hash(token) if token else None
         self.secondary_token_encrypted = encrypt(token) if token else None
@@ -179,16 +180,13 @@ class IdempotencyKey(Base):
     date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
-DELIVERY_STATES = ("pending", "delivered", "failed")
-
-
 class CallbackDelivery(Base):
     """The StatusCallback of one summary: written in the transaction that finished the summary (an
     outbox), so no event is lost between the database and Redis. Dropped with its summary."""
 
     __tablename__ = "callback_deliveries"
     __table_args__ = (
-        CheckConstraint(f"state IN ({','.join(repr(s) for s in DELIVERY_STATES)})", name="known_state"),
+        CheckConstraint(f"state IN ({','.join(repr(s.value) for s in DeliveryState)})", name="known_state"),
         CheckConstraint("method IN ('GET', 'POST')", name="delivery_method"),
         # The sweeper's scan for due deliveries: pending ones only, which stay few.
         Index("callback_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
@@ -205,7 +203,7 @@ class CallbackDelivery(Base):
     # The event, fixed when the summary finished: every attempt and redelivery sends these bytes.
     params: Mapped[dict] = mapped_column(JSONB)
     idempotency_token: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), server_default="pending")
+    state: Mapped[str] = mapped_column(String(16), server_default=DeliveryState.PENDING.value)
     attempts: Mapped[int] = mapped_column(server_default="0")
     # Attempts allowed so far: CALLBACK_MAX_ATTEMPTS, raised by that much on each redelivery.
     attempt_limit: Mapped[int]

@@ -16,18 +16,18 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-# Before anything imports prometheus_client (through shared.metrics): this run's own samples.
+# Before anything imports prometheus_client (through shared.platform.metrics): this run's own samples.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cfs-test-metrics-")
 
-from shared import db, queue  # noqa: E402
-from shared.config import get_settings
-from shared.embedded import EmbeddedRedis, postgres_url
-from shared.migrate import upgrade
+from cli.migrate import upgrade
+from shared.platform import db, queue  # noqa: E402
+from shared.platform.config import get_settings
+from shared.platform.embedded import EmbeddedRedis, postgres_url
 from tests.support import TABLES, WsgiClient
 
 
 def _reset_caches() -> None:
-    from shared import secrets
+    from shared.accounts import secrets
 
     for cached in (get_settings, db.get_engine, db.get_sessionmaker, queue.get_celery, queue.get_redis,
                    secrets.cipher):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from cli import processes
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,9 +69,7 @@ class Process:
 
 def gunicorn(log_dir: Path, workers: int = 1, env: dict | None = None) -> tuple[Process, str]:
     port = free_port()
-    process = Process("gunicorn", [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf",
-                                   "api.wsgi:application", "--bind",
-                                   f"127.0.0.1:{port}", "--workers", str(workers)], log_dir, env)
+    process = Process("gunicorn", processes.python_m(processes.web(f"127.0.0.1:{port}", workers)), log_dir, env)
     base_url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -88,16 +86,16 @@ def gunicorn(log_dir: Path, workers: int = 1, env: dict | None = None) -> tuple[
 
 def celery_worker(log_dir: Path, name: str, queues: str = "summaries,callbacks", concurrency: int = 1,
                   env: dict | None = None, pool: str = "prefork") -> Process:
-    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-n",
-               f"{name}@%h", "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle"]
-    return Process(name, command, log_dir, env)
+    """The Procfile's `worker` (prefork) or `callbacks` (threads) process, here serving `queues`."""
+    kind = "callbacks" if pool == "threads" else "worker"
+    command = processes.worker(kind, concurrency, node=name, queues=queues)
+    return Process(name, processes.python_m([*command, "--loglevel", "INFO", "--without-gossip", "--without-mingle"]),
+                   log_dir, env)
 
 
 def celery_beat(log_dir: Path, env: dict | None = None) -> Process:
-    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
-               "-s", str(log_dir / "celerybeat-schedule")]
-    return Process("beat", command, log_dir, env)
+    command = processes.scheduler(str(log_dir / "celerybeat-schedule"))
+    return Process("beat", processes.python_m([*command, "--loglevel", "INFO"]), log_dir, env)
 
 
 class DisposablePostgres:

@@ -12,10 +12,10 @@ from urllib.parse import urlencode
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from shared.accounts import create_account
-from shared.embedded import free_port  # noqa: F401  (the tests take it from here)
+from cli.accounts import create_account
+from shared.accounts.sids import CALL, new_sid
 from shared.models import Account, Call, CallFeedback
-from shared.sids import CALL, new_sid
+from shared.platform.embedded import free_port  # noqa: F401  (the tests take it from here)
 
 TABLES = ("summary_events", "daily_calls", "daily_feedback", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_feedback", "calls", "accounts")
 

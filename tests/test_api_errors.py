@@ -11,7 +11,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from api.app import App, Services
-from shared.config import get_settings
+from shared.platform.config import get_settings
 from tests.support import WsgiClient, feedback_path, free_port, make_account, make_calls, snapshot, summaries_path
 
 FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}

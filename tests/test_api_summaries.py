@@ -124,7 +124,7 @@ def test_deleting_the_summary_frees_its_idempotency_key(client, account):
 def test_create_survives_redis_being_down_and_keeps_the_summary_queued(engine, redis_client, monkeypatch):
     """The row is committed before the enqueue; a failed enqueue leaves it for the sweeper, never lost."""
     from api.factory import create_app
-    from shared import queue
+    from shared.platform import queue
     from tests.support import WsgiClient
 
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")

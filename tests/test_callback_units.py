@@ -11,9 +11,9 @@ import fakeredis
 import pytest
 from twilio.request_validator import RequestValidator
 
-from shared.callbacks import request_target, signature
 from worker.circuit import CircuitBreaker
 from worker.retry_policy import Outcome, backoff_s, classify, next_delay_s, retry_after_s
+from worker.signing import request_target, signature
 from worker.ssrf import is_forbidden
 
 TOKEN = "12345678901234567890123456789012"

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import pytest
 from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
-from shared.config import Settings
+from shared.platform.config import Settings
 from tests.processes import celery_beat, celery_worker, wait_for
 from tests.receiver import Receiver, Reply
 from tests.support import make_account, make_calls, summaries_path
@@ -198,13 +197,21 @@ def test_a_slow_receiver_does_not_hold_up_deliveries_to_others(engine, client, a
     assert max(times[s] for s in fast) < sorted(times[s] for s in slow)[2]
 
 
+def finished(worker, task: str) -> int:
+    """How many runs of `task` the worker has logged as finished."""
+    return sum(1 for line in worker.output().splitlines() if f"{task}[" in line and "succeeded" in line)
+
+
 def test_a_summary_deleted_before_its_retry_sends_nothing_more(engine, client, account, receiver, start):
-    start()
+    worker = start()
     sid = create(client, account, receiver.script("/deleted", Reply(500), Reply(200)))
     wait_for(lambda: len(attempts(engine, sid)) == 1, 30, what="the first attempt")
     assert client.delete(summaries_path(account.sid, sid), auth=(account.sid, account.auth_token)).status == 204
     assert delivery(engine, sid) is None  # the pending delivery went with its summary
-    time.sleep(1.5)  # longer than the whole retry schedule would wait: nothing may arrive
+    # The retry's own message has run (and found nothing), and the sweeper has looked twice since.
+    sweeps = finished(worker, "summaries.sweep")
+    wait_for(lambda: finished(worker, "callbacks.deliver") >= 2 and finished(worker, "summaries.sweep") >= sweeps + 2,
+             30, what="the retry's message and two sweeps")
     assert len(receiver.requests_to("/deleted")) == 1
 
 
@@ -255,13 +262,13 @@ def test_a_private_address_is_refused_unless_its_network_is_allowed(engine, clie
     """In-process, one attempt through the real guard and a real socket, with two settings."""
     from sqlalchemy.orm import Session
 
-    from shared.callbacks import add_delivery
+    from shared.callbacks import deliveries
     from shared.models import CallbackDelivery, FeedbackSummary
     from worker.callbacks import send
 
     sid = create(client, account, receiver.script("/private"))
     with Session(engine) as session:
-        add_delivery(session, session.get(FeedbackSummary, sid), 3)
+        deliveries.add(session, session.get(FeedbackSummary, sid), 3)
         session.commit()
         pending = session.get(CallbackDelivery, sid)
         refused = send(pending, account.auth_token, Settings.from_env({}))

@@ -10,9 +10,11 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from shared.sids import CALL, new_sid
+from shared.accounts.sids import CALL, new_sid
 from tests.processes import ROOT
 from tests.support import make_account, snapshot
+
+pytestmark = pytest.mark.slow  # every test runs `summaries` as a process
 
 
 def summaries(*args: str) -> subprocess.CompletedProcess:

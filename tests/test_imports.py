@@ -8,8 +8,8 @@ import io
 import pytest
 from sqlalchemy import text
 
-from shared.imports import ImportFailed, import_calls, import_feedback
-from shared.sids import CALL, new_sid
+from cli.imports import ImportFailed, import_calls, import_feedback
+from shared.accounts.sids import CALL, new_sid
 from tests.support import make_account, make_calls, snapshot
 
 UTC = dt.timezone.utc

@@ -183,7 +183,7 @@ def test_logs_are_json_with_the_job_and_request_ids_and_never_a_token(system, en
 
 
 def test_flower_sees_workers_and_task_events(system, engine, client):
-    from shared.queue import get_celery
+    from shared.platform.queue import get_celery
 
     ping = subprocess.run([sys.executable, "-m", "celery", "-A", "worker.celery_app", "inspect", "ping", "--timeout",
                            "5"], cwd=ROOT, capture_output=True, text=True, timeout=60)

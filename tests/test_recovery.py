@@ -14,10 +14,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from api.app import App, Services
-from shared.db import sqlalchemy_url
-from shared.migrate import upgrade
-from shared.queue import enqueue_summary
-from shared.seed import seed
+from cli.migrate import upgrade
+from cli.seed import seed
+from shared.platform.db import sqlalchemy_url
+from shared.platform.queue import enqueue_summary
 from tests.processes import DisposablePostgres, celery_beat, celery_worker, wait_for
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import WsgiClient, make_account, make_calls, queued_messages, summaries_path

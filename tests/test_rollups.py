@@ -14,14 +14,15 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
-from shared import aggregates, rollups
-from shared.feedback import upsert_feedback
-from shared.imports import import_calls, import_feedback
+from api.feedback import upsert_feedback
+from cli.imports import import_calls, import_feedback
+from shared.accounts.sids import CALL, new_sid
 from shared.models import FEEDBACK_ISSUES, Call
-from shared.sids import CALL, new_sid
+from tests import direct_aggregates as aggregates
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import make_account
 from tests.test_semantics import sql_summary
+from worker import rollups
 
 UTC = dt.timezone.utc
 START, END = dt.date(2024, 3, 30), dt.date(2024, 4, 1)  # crosses a month end

@@ -13,7 +13,7 @@ import schemathesis
 from sqlalchemy import text
 
 from api.factory import create_app
-from shared.config import Settings, get_settings
+from shared.platform.config import Settings, get_settings
 from tests.support import WsgiClient, feedback_path, make_account, make_calls, snapshot, summaries_path
 
 FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
@@ -200,7 +200,7 @@ def test_no_token_is_stored_in_plaintext(engine, world):
 def test_a_token_is_rotated_through_a_secondary_that_works_until_promoted(client, engine, world):
     from sqlalchemy.orm import Session
 
-    from shared import accounts
+    from cli import accounts
 
     parent = world["parent"]
     old = parent.auth_token
@@ -221,6 +221,7 @@ def test_a_token_is_rotated_through_a_secondary_that_works_until_promoted(client
         assert session.get(Account, parent.sid).auth_token == new  # the signing key of callbacks from now on
 
 
+@pytest.mark.slow
 def test_tokens_are_rotated_from_the_command_line(engine, world):
     import subprocess
     import sys
@@ -238,6 +239,7 @@ def test_tokens_are_rotated_from_the_command_line(engine, world):
     assert "secondary token promoted" in summaries("accounts", "promote-token", sid).stdout
 
 
+@pytest.mark.slow
 def test_the_server_banner_carries_no_version(service_urls, tmp_path):
     import urllib.request
 
@@ -257,29 +259,35 @@ def test_the_encryption_key_is_rotated_by_reencrypting(engine, world, monkeypatc
     from cryptography.fernet import Fernet
     from sqlalchemy.orm import Session
 
-    from shared import accounts, secrets
+    from cli import accounts
+    from shared.accounts import secrets
     from shared.models import Account
+    from shared.platform.config import get_settings
+
+    def reread_keys():
+        get_settings.cache_clear()
+        secrets.cipher.cache_clear()
 
     old_keys = b",".join(secrets._keys()).decode()
     new_key = Fernet.generate_key().decode()
     token = world["parent"].auth_token
     monkeypatch.setenv("AUTH_TOKEN_KEYS", f"{new_key},{old_keys}")
-    secrets.cipher.cache_clear()
+    reread_keys()
     try:
         with Session(engine) as session:
             assert accounts.reencrypt_all(session) == 4
             session.commit()
         monkeypatch.setenv("AUTH_TOKEN_KEYS", new_key)  # the old key retired
-        secrets.cipher.cache_clear()
+        reread_keys()
         with Session(engine) as session:
             assert session.get(Account, world["parent"].sid).auth_token == token
     finally:
         monkeypatch.delenv("AUTH_TOKEN_KEYS")
-        secrets.cipher.cache_clear()
+        reread_keys()
         with Session(engine) as session:  # back under the data directory's key for the other tests
             monkeypatch.setenv("AUTH_TOKEN_KEYS", f"{old_keys},{new_key}")
-            secrets.cipher.cache_clear()
+            reread_keys()
             accounts.reencrypt_all(session)
             session.commit()
         monkeypatch.delenv("AUTH_TOKEN_KEYS")
-        secrets.cipher.cache_clear()
+        reread_keys()

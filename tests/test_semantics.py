@@ -13,12 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from shared import aggregates, rollups
+from shared.accounts.sids import CALL, new_sid
 from shared.models import FEEDBACK_ISSUES, Call, CallFeedback, FeedbackSummary
-from shared.representations import summary_resource
-from shared.sids import CALL, new_sid
+from shared.summaries.representation import summary_resource
+from tests import direct_aggregates as aggregates
 from tests.reference import AGGREGATE_FIELDS, CallRow, FeedbackRow, expected_summary
 from tests.support import make_account
+from worker import rollups
 
 UTC = dt.timezone.utc
 BASE = dt.date(2024, 2, 27)  # the window crosses a leap day

@@ -12,6 +12,8 @@ from twilio.rest import Client
 from tests.processes import gunicorn
 from tests.support import make_account, make_calls, queued_messages
 
+pytestmark = pytest.mark.slow  # gunicorn, as a process
+
 
 @pytest.fixture(scope="module")
 def server(service_urls, tmp_path_factory):

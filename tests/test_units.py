@@ -11,14 +11,14 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
+from api.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from api.http import parse_form, read_body
 from api.routing import Router
-from shared import queue
-from shared import queue as queue_module
-from shared.config import SettingError, Settings
-from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
+from shared.accounts.sids import ACCOUNT, CALL, SUMMARY, is_sid, new_auth_token, new_sid
 from shared.formats import parse_bool, percentage, rfc2822, round4
-from shared.sids import ACCOUNT, CALL, SUMMARY, is_sid, new_auth_token, new_sid
+from shared.platform import queue
+from shared.platform import queue as queue_module
+from shared.platform.config import SettingError, Settings
 
 
 def test_router_tells_404_from_405_and_lists_allowed_methods():

@@ -13,14 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from base64 import b64encode
 
 import pytest
 from sqlalchemy import create_engine
 
-from shared.db import sqlalchemy_url
+from shared.platform.db import sqlalchemy_url
 from tests.processes import ROOT, wait_for
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import free_port
@@ -83,7 +82,8 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
     output = "".join(lines)
     assert code == 0, output
     # Nothing of ours is left running: every child was in the process group we signalled or stopped by up.
-    time.sleep(0.5)
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "celerybeat-schedule")], capture_output=True)
-    assert leftovers.returncode == 1, leftovers.stdout
-    assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True).returncode == 1
+    def running(pattern: str) -> bool:
+        return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+
+    wait_for(lambda: not running(str(tmp_path / "celerybeat-schedule")) and not running(f"127.0.0.1:{port}"), 10,
+             what="every child of summaries up to be gone")

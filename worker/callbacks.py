@@ -1,7 +1,8 @@
 """callbacks.deliver: one attempt at a summary's StatusCallback, recorded, then retried or settled.
 
-The delivery row in PostgreSQL is the state (pending, delivered, failed; the next attempt's time);
-the message only says "try now". A claim with a lease makes two messages for one delivery harmless.
+The delivery row in PostgreSQL is the state (pending, delivered, failed; the next attempt's time),
+written only through shared.callbacks.deliveries; the message only says "try now". A claim with a
+lease makes two messages for one delivery harmless.
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ import time
 from dataclasses import dataclass
 
 import requests
-from sqlalchemy import func, or_, text, update
-from sqlalchemy.orm import Session
+from celery import Task
 
-from shared import logs, metrics
-from shared.callbacks import request_target, signature
-from shared.config import Settings, get_settings
-from shared.db import get_sessionmaker
-from shared.models import Account, CallbackDelivery
-from shared.queue import DELIVER_CALLBACK, clear_callback_in_flight, enqueue_callback, get_redis
-from shared.secrets import decrypt
+from shared.callbacks import deliveries
+from shared.callbacks.deliveries import Claimed
+from shared.callbacks.state import DeliveryState
+from shared.platform import logs, metrics
+from shared.platform.config import Settings, get_settings
+from shared.platform.db import TRANSIENT_ERRORS, get_sessionmaker
+from shared.platform.queue import DELIVER_CALLBACK, clear_callback_in_flight, get_redis
 from worker.celery_app import app
 from worker.circuit import CircuitBreaker, HostLimiter
-from worker.retry_policy import Outcome, classify, next_delay_s, retry_after_s
+from worker.retry_policy import MAX_TRANSIENT_RETRIES, Outcome, classify, next_delay_s, retry_after_s, transient_delay_s
+from worker.signing import request_target, signature
 from worker.ssrf import ForbiddenAddress, guarded_session
 
 log = logging.getLogger(__name__)
@@ -48,44 +49,7 @@ class AttemptResult:
         return Outcome.FINAL if self.forbidden else classify(self.status_code)
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """What an attempt needs of its delivery, and the account's token to sign with."""
-
-    summary_sid: str
-    url: str
-    host: str
-    method: str
-    params: dict
-    idempotency_token: str
-    attempts: int
-    attempt_limit: int
-    date_created: dt.datetime  # when the summary finished and the event was written
-    auth_token_encrypted: str
-
-    @property
-    def auth_token(self) -> str:
-        return decrypt(self.auth_token_encrypted)
-
-
-def _claim(session: Session, summary_sid: str, lease_s: float) -> Claimed | None:
-    """One round trip: lease the delivery if it is due and free, and read the signing token with it."""
-    table = CallbackDelivery.__table__
-    statement = (
-        update(table)
-        .where(table.c.summary_sid == summary_sid, table.c.state == "pending", table.c.next_attempt_at <= func.now(),
-               or_(table.c.leased_until.is_(None), table.c.leased_until < func.now()),
-               Account.sid == table.c.account_sid)
-        .values(leased_until=func.now() + dt.timedelta(seconds=lease_s))
-        .returning(table.c.summary_sid, table.c.url, table.c.host, table.c.method, table.c.params,
-                   table.c.idempotency_token, table.c.attempts, table.c.attempt_limit, table.c.date_created,
-                   Account.auth_token_encrypted)
-    )
-    row = session.execute(statement).first()
-    return Claimed(*row) if row else None
-
-
-def send(delivery: Claimed | CallbackDelivery, auth_token: str, settings: Settings) -> AttemptResult:
+def send(delivery: Claimed, auth_token: str, settings: Settings) -> AttemptResult:
     """One HTTP request, signed; redirects not followed, at most a kilobyte of the answer read."""
     url, form = request_target(delivery.url, delivery.method, delivery.params)
     prepared = requests.Request(delivery.method, url, data=form, headers={
@@ -116,24 +80,8 @@ def send(delivery: Claimed | CallbackDelivery, auth_token: str, settings: Settin
                          response.headers.get("Retry-After"))
 
 
-SETTLE = text("""
-WITH settled AS (
-    UPDATE callback_deliveries
-    SET attempts = :number, state = CAST(:state AS varchar), leased_until = NULL, last_error = :error,
-        date_updated = now(), next_attempt_at = now() + make_interval(secs => CAST(:delay_s AS float8)),
-        delivered_at = CASE WHEN CAST(:state AS varchar) = 'delivered' THEN now() END
-    WHERE summary_sid = :sid
-    RETURNING summary_sid
-)
-INSERT INTO callback_attempts (summary_sid, number, attempted_at, outcome, status_code, error, latency_ms,
-                               response_excerpt)
-SELECT summary_sid, :number, now(), :outcome, :status_code, :attempt_error, :latency_ms, :excerpt FROM settled
-RETURNING id
-""")
-
-
-def _settle(summary_sid: str, delivery: Claimed, result: AttemptResult, settings: Settings) -> float | None:
-    """Record the attempt and the delivery's new state; the delay before the next attempt, if any."""
+def _settle(delivery: Claimed, result: AttemptResult, settings: Settings) -> None:
+    """Record the attempt and the delivery's new state; a retry is scheduled by the same commit."""
     number = delivery.attempts + 1
     outcome = result.outcome
     delay_s = None
@@ -142,47 +90,49 @@ def _settle(summary_sid: str, delivery: Claimed, result: AttemptResult, settings
                                settings.callback_backoff_initial_s, settings.callback_backoff_max_s)
     elif outcome is Outcome.RETRY:
         outcome = Outcome.FINAL
-    state = {Outcome.DELIVERED: "delivered", Outcome.FINAL: "failed"}.get(outcome, "pending")
+    target = {Outcome.DELIVERED: DeliveryState.DELIVERED, Outcome.FINAL: DeliveryState.FAILED}.get(
+        outcome, DeliveryState.PENDING)
     error = result.error or (None if outcome is Outcome.DELIVERED else f"HTTP {result.status_code}")
+    attempt = deliveries.Attempt(outcome.value, result.status_code, result.error, result.latency_ms, result.excerpt)
     with get_sessionmaker()() as session:
-        # One statement: the delivery's new state and the attempt's record, or neither when the
-        # summary (and so its delivery) was deleted during the attempt.
-        recorded = session.execute(SETTLE, {
-            "sid": summary_sid, "number": number, "state": state, "error": error, "delay_s": delay_s or 0,
-            "outcome": outcome.value, "status_code": result.status_code, "attempt_error": result.error,
-            "latency_ms": result.latency_ms, "excerpt": result.excerpt,
-        }).first()
+        recorded = deliveries.settle(session, delivery, target, attempt, error, delay_s)
         session.commit()
-    if recorded is None:
-        return None
+    if not recorded:
+        return
     metrics.CALLBACK_ATTEMPTS.labels(outcome.value).inc()
     metrics.CALLBACK_LATENCY.observe(result.latency_ms / 1000)
     if outcome is Outcome.DELIVERED:
         metrics.CALLBACK_DELIVERY.observe((dt.datetime.now(dt.timezone.utc) - delivery.date_created).total_seconds())
     log.info("callback attempt %d: %s", number, outcome.value,
              extra={"status_code": result.status_code, "latency_ms": result.latency_ms})
-    return delay_s
 
 
 def _postpone(summary_sid: str, delay_s: float) -> None:
     with get_sessionmaker()() as session:
-        session.execute(update(CallbackDelivery).where(CallbackDelivery.summary_sid == summary_sid)
-                        .values(leased_until=None, next_attempt_at=func.now() + dt.timedelta(seconds=delay_s)))
+        deliveries.postpone(session, summary_sid, delay_s)
         session.commit()
-    enqueue_callback(summary_sid, delay_s)
 
 
 @app.task(name=DELIVER_CALLBACK, bind=True, acks_late=True, ignore_result=True)
-def deliver_callback(self, summary_sid: str) -> None:
+def deliver_callback(self: Task, summary_sid: str) -> None:
     with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
-        _deliver(summary_sid)
+        try:
+            _deliver(summary_sid)
+        except TRANSIENT_ERRORS as exc:
+            if self.request.retries >= MAX_TRANSIENT_RETRIES:
+                # Still pending in PostgreSQL: the sweeper sends it again once it is due.
+                log.warning("database unavailable after %d retries; left to the sweeper", self.request.retries)
+                return
+            countdown = transient_delay_s(self.request.retries)
+            log.warning("transient database error; retrying in %.1fs", countdown)
+            raise self.retry(exc=exc, countdown=countdown)
 
 
 def _deliver(summary_sid: str) -> None:
     settings = get_settings()
     lease_s = settings.callback_connect_timeout_s + settings.callback_read_timeout_s + 30
     with get_sessionmaker()() as session:
-        delivery = _claim(session, summary_sid, lease_s)
+        delivery = deliveries.claim(session, summary_sid, lease_s)
         session.commit()
     clear_callback_in_flight(summary_sid)
     if delivery is None:
@@ -206,6 +156,4 @@ def _deliver(summary_sid: str) -> None:
             breaker.record_failure(delivery.host)
         else:
             breaker.record_success(delivery.host)
-    delay_s = _settle(summary_sid, delivery, result, settings)
-    if delay_s is not None:
-        enqueue_callback(summary_sid, delay_s)
+    _settle(delivery, result, settings)

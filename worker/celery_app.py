@@ -4,10 +4,10 @@ import os
 
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
 
-from shared import metrics
-from shared.config import get_settings
-from shared.logs import configure_logging
-from shared.queue import get_celery
+from shared.platform import metrics
+from shared.platform.config import get_settings
+from shared.platform.logs import configure_logging
+from shared.platform.queue import get_celery
 
 configure_logging(get_settings().log_level)
 app = get_celery()
@@ -23,7 +23,7 @@ def _json_logging(**_):
 @worker_process_init.connect
 def _fresh_connections(**_):
     # A forked pool process must not share the parent's database connections.
-    from shared.db import get_engine
+    from shared.platform.db import get_engine
 
     if get_engine.cache_info().currsize:
         get_engine().dispose(close=False)
@@ -37,8 +37,6 @@ def _metrics_process_gone(**_):
 @worker_ready.connect
 def _serve_metrics(**_):
     """WORKER_METRICS_PORT: for a machine that runs workers and no API to scrape them through."""
-    port = os.environ.get("WORKER_METRICS_PORT")
+    port = get_settings().worker_metrics_port
     if port:
-        from prometheus_client import start_http_server
-
-        start_http_server(int(port), registry=metrics.scrape_registry(live=False))
+        metrics.serve(port)

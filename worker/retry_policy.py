@@ -1,6 +1,11 @@
-"""Which callback outcomes are retried, and when: the one place that decides (SPEC, Status callback).
+"""What is retried, and when: the one place that decides, for every retried thing.
 
-Pure functions: no clock, no randomness of their own, so the tests need no sleeping.
+- A callback attempt: its outcome from the answer (SPEC, Status callback), then the next delay.
+- A task that met a transient database error (shared.platform.db.TRANSIENT_ERRORS), compute or
+  delivery: a short backoff, a bounded number of times.
+
+One backoff for all of them, a pure function with jitter: no clock, no randomness of its own, so
+the tests need no sleeping.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ def backoff_s(attempt: int, initial_s: float, max_s: float, rng: random.Random |
     together, while the schedule stays close to the configured one."""
     ceiling = min(max_s, initial_s * 2 ** min(attempt - 1, 62))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+# A task that cannot reach the database waits 1, 2, 4 ... 60 s (jittered), this many times, then gives
+# up: a summary fails with the reason, a delivery is left pending for the sweeper to send when due.
+TRANSIENT_INITIAL_S, TRANSIENT_MAX_S = 1.0, 60.0
+MAX_TRANSIENT_RETRIES = 8
+
+
+def transient_delay_s(retries: int, rng: random.Random | None = None) -> float:
+    """The delay before retry number retries + 1 of a task that met a transient database error."""
+    return backoff_s(retries + 1, TRANSIENT_INITIAL_S, TRANSIENT_MAX_S, rng)
 
 
 def retry_after_s(header: str | None, now: dt.datetime) -> float | None:

@@ -6,24 +6,20 @@ import logging
 import time
 
 from celery import Task
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import logs, metrics, rollups
-from shared.callbacks import add_delivery
-from shared.config import get_settings
-from shared.db import get_sessionmaker
-from shared.lifecycle import claim, transition
+from shared.callbacks import deliveries
 from shared.models import FeedbackSummary
-from shared.queue import COMPUTE_SUMMARY, clear_in_flight, enqueue_callback
-from shared.status import SummaryStatus
+from shared.platform import logs, metrics
+from shared.platform.config import get_settings
+from shared.platform.db import TRANSIENT_ERRORS, get_sessionmaker
+from shared.platform.queue import COMPUTE_SUMMARY, clear_in_flight
+from shared.summaries.lifecycle import claim, transition
+from shared.summaries.status import SummaryStatus
+from worker import rollups
 from worker.celery_app import app
+from worker.retry_policy import MAX_TRANSIENT_RETRIES, transient_delay_s
 
 log = logging.getLogger(__name__)
-
-# The database being unreachable is worth waiting for; anything else will not fix itself.
-TRANSIENT_ERRORS = (OperationalError, PoolTimeout)
-MAX_TRANSIENT_RETRIES = 8
 
 
 def _owner(task: Task) -> str:
@@ -49,18 +45,18 @@ def _compute(self: Task, summary_sid: str) -> None:
                 log.info("not claimable: finished, deleted or leased by another worker")
                 return
             result = rollups.compute(session, summary.account_sid, summary.include_subaccounts,
-                                        summary.start_date, summary.end_date)
+                                     summary.start_date, summary.end_date)
             done = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED,
                               FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
                               **result.columns())
-            has_callback = _hand_over(session, done)
+            deliveries.add(session, done, get_settings().callback_max_attempts)
             session.commit()
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= MAX_TRANSIENT_RETRIES:
             _fail(summary_sid, owner, f"database unavailable after {self.request.retries} retries: {exc}")
             return
-        countdown = min(60, 2 ** self.request.retries)
-        log.warning("transient database error; retrying in %ss", countdown)
+        countdown = transient_delay_s(self.request.retries)
+        log.warning("transient database error; retrying in %.1fs", countdown)
         raise self.retry(exc=exc, countdown=countdown)
     except Exception as exc:
         log.exception("summary failed")
@@ -72,14 +68,6 @@ def _compute(self: Task, summary_sid: str) -> None:
     metrics.COMPUTE_SECONDS.observe(time.perf_counter() - started)
     metrics.SUMMARIES_FINISHED.labels("completed").inc()
     log.info("summary completed", extra={"account_sid": done.account_sid})
-    if has_callback:
-        enqueue_callback(summary_sid)
-
-
-def _hand_over(session, finished: FeedbackSummary | None) -> bool:
-    """Queue the callback of a summary that just finished, in the transaction that finished it:
-    finished without its callback never happens. True when the caller must send it after commit."""
-    return finished is not None and add_delivery(session, finished, get_settings().callback_max_attempts)
 
 
 def _fail(summary_sid: str, owner: str, reason: str) -> None:
@@ -87,9 +75,7 @@ def _fail(summary_sid: str, owner: str, reason: str) -> None:
         failed = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED,
                             FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
                             failure_reason=reason[:2000])
-        has_callback = _hand_over(session, failed)
+        deliveries.add(session, failed, get_settings().callback_max_attempts)
         session.commit()
     if failed is not None:
         metrics.SUMMARIES_FINISHED.labels("failed").inc()
-    if has_callback:
-        enqueue_callback(summary_sid)

@@ -12,14 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
-from shared import metrics
-from shared.db import get_sessionmaker
-from shared.models import CallbackDelivery, FeedbackSummary
-from shared.queue import (SWEEP, callbacks_without_message, enqueue_callback, enqueue_summary, get_redis,
-                          without_message)
-from shared.status import SummaryStatus
+from shared.callbacks import deliveries
+from shared.models import FeedbackSummary
+from shared.platform import metrics
+from shared.platform.db import get_sessionmaker
+from shared.platform.queue import (
+    SWEEP,
+    callbacks_without_message,
+    enqueue_callback,
+    enqueue_summary,
+    get_redis,
+    without_message,
+)
+from shared.summaries.status import SummaryStatus
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -50,14 +57,8 @@ def due_callbacks() -> list[str]:
     """Pending deliveries that are due, not being attempted, and have no message on its way: their
     retry was too far off for a delayed message, or Redis lost the message."""
     with get_sessionmaker()() as session:
-        due = session.scalars(
-            select(CallbackDelivery.summary_sid)
-            .where(CallbackDelivery.state == "pending",
-                   CallbackDelivery.next_attempt_at < func.now() - dt.timedelta(seconds=QUEUED_GRACE_S),
-                   or_(CallbackDelivery.leased_until.is_(None), CallbackDelivery.leased_until < func.now()))
-            .order_by(CallbackDelivery.next_attempt_at).limit(BATCH)
-        ).all()
-    return callbacks_without_message(get_redis(), list(due))
+        due = deliveries.due(session, QUEUED_GRACE_S, BATCH)
+    return callbacks_without_message(get_redis(), due)
 
 
 @app.task(name=SWEEP, ignore_result=True)

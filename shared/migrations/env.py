@@ -1,11 +1,11 @@
-"""Alembic environment: the URL comes from the caller (shared.migrate) or from the settings."""
+"""Alembic environment: the URL comes from the caller (cli.migrate) or from the settings."""
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
 from shared import models
-from shared.config import get_settings
-from shared.db import database_url, sqlalchemy_url
+from shared.platform.config import get_settings
+from shared.platform.db import database_url, sqlalchemy_url
 
 url = context.config.get_main_option("sqlalchemy.url") or database_url(get_settings())
 # Not written back into the config: its parser treats the '%' of an escaped socket path as syntax.

@@ -5,8 +5,8 @@ Revises: 0003
 Create Date: 2026-11-24 11:23:30.203354
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0004'

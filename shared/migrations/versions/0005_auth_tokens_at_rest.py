@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from shared.secrets import encrypt, token_hash
+    from shared.accounts.secrets import encrypt, token_hash
 
     op.add_column("accounts", sa.Column("auth_token_hash", sa.String(length=64), nullable=True))
     op.add_column("accounts", sa.Column("auth_token_encrypted", sa.Text(), nullable=True))
@@ -34,7 +34,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from shared.secrets import decrypt
+    from shared.accounts.secrets import decrypt
 
     op.add_column("accounts", sa.Column("auth_token", sa.String(length=32), nullable=True))
     connection = op.get_bind()

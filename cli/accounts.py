@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.accounts.sids import ACCOUNT, new_auth_token, new_sid
 from shared.models import Account
-from shared.sids import ACCOUNT, new_auth_token, new_sid
 
 
 class AccountError(ValueError):
@@ -57,7 +57,7 @@ def _get(session: Session, sid: str) -> Account:
 
 def reencrypt_all(session: Session) -> int:
     """Every stored token encrypted again with the newest key of AUTH_TOKEN_KEYS (after a key rotation)."""
-    from shared.secrets import reencrypt
+    from shared.accounts.secrets import reencrypt
 
     accounts = session.scalars(select(Account).with_for_update()).all()
     for account in accounts:

@@ -13,8 +13,8 @@ from typing import IO, Iterator
 
 from sqlalchemy import Connection
 
+from shared.accounts.sids import ACCOUNT, CALL, is_sid
 from shared.models import FEEDBACK_ISSUES
-from shared.sids import ACCOUNT, CALL, is_sid
 
 CALL_COLUMNS = ("sid", "account_sid", "start_time")
 FEEDBACK_COLUMNS = ("call_sid", "quality_score", "issues", "date_created")

@@ -1,32 +1,19 @@
-"""The summary's numbers, computed by PostgreSQL with aggregates over the window (SPEC, semantics).
-
-Only a handful of aggregate values come back to Python, which rounds and formats them.
+"""The reference for the summaries: the SPEC's numbers computed by PostgreSQL with aggregates over
+the raw calls and feedback, with no rollups in between. The tests hold worker.rollups to it, and the
+bench measures the rollups against it; production never runs it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
-from shared.formats import percentage, round4
-from shared.models import Account, Call, CallFeedback
-
-
-@dataclass(frozen=True)
-class SummaryResult:
-    call_count: int
-    call_feedback_count: int
-    quality_score_average: Decimal | None
-    quality_score_median: Decimal | None
-    quality_score_standard_deviation: Decimal | None
-    issues: list[dict]
-
-    def columns(self) -> dict:
-        return self.__dict__.copy()
+from shared.formats import round4
+from shared.models import Call, CallFeedback
+from worker.rollups import SummaryResult, issue_list, scope
 
 
 def window(start_date: dt.date, end_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -34,20 +21,6 @@ def window(start_date: dt.date, end_date: dt.date) -> tuple[dt.datetime, dt.date
     utc = dt.timezone.utc
     return (dt.datetime.combine(start_date, dt.time(), utc),
             dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time(), utc))
-
-
-def scope(session: Session, account_sid: str, include_subaccounts: bool) -> list[str]:
-    if not include_subaccounts:
-        return [account_sid]
-    children = session.scalars(select(Account.sid).where(Account.parent_sid == account_sid))
-    return [account_sid, *children]
-
-
-def issue_list(issue_counts: list[tuple[str, int]], call_count: int) -> list[dict]:
-    """Ordered by count descending, then description."""
-    ordered = sorted(issue_counts, key=lambda pair: (-pair[1], pair[0]))
-    return [{"description": issue, "count": count, "percentage_of_total_calls": percentage(count, call_count)}
-            for issue, count in ordered]
 
 
 def compute(session: Session, account_sid: str, include_subaccounts: bool,

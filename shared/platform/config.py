@@ -14,24 +14,22 @@ class SettingError(ValueError):
     """Raised when an environment variable holds a value of the wrong type."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _number(env: Mapping[str, str], name: str, default, kind, what: str):
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise SettingError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int, "an integer")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingError(f"{name} must be a number, got {raw!r}") from None
+    return _number(env, name, default, float, "a number")
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -57,11 +55,28 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name, "").strip():
+        return None
+    port = _int(env, name, 0)
+    if not 0 < port < 65536:
+        raise SettingError(f"{name} must be a TCP port (1-65535), got {port}")
+    return port
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None  # unset: the embedded PostgreSQL in data_dir
     redis_url: str | None  # unset: the embedded Redis in data_dir
     data_dir: Path
+    # Fernet keys for auth tokens at rest, newest first; empty: a key generated into data_dir.
+    auth_token_keys: tuple[str, ...]
+    metrics_dir: Path  # prometheus_client's multiprocess files, shared by this machine's processes
+    worker_metrics_port: int | None  # a worker serves /metrics itself on this port (machines without an API)
     max_body_bytes: int
     max_form_fields: int
     idempotency_window_s: int
@@ -82,10 +97,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        data_dir = Path(env.get("SUMMARIES_DATA_DIR", "") or ".data").absolute()
         return cls(
             database_url=_optional(env, "DATABASE_URL"),
             redis_url=_optional(env, "REDIS_URL"),
-            data_dir=Path(env.get("SUMMARIES_DATA_DIR", "") or ".data").absolute(),
+            data_dir=data_dir,
+            auth_token_keys=_list(env, "AUTH_TOKEN_KEYS"),
+            metrics_dir=Path(env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or data_dir / "metrics").absolute(),
+            worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
             max_form_fields=_int(env, "MAX_FORM_FIELDS", 100),
             idempotency_window_s=_int(env, "IDEMPOTENCY_WINDOW_S", 24 * 3600),

@@ -2,23 +2,50 @@
 
 Every field is exact: counts and issue counts are sums; the average, median and population
 standard deviation follow from the five score counts with integer arithmetic, and are rounded
-half-even once, at the end. shared.aggregates computes the same from the raw rows and stays as
+half-even once, at the end. tests/direct_aggregates.py computes the same from the raw rows: it is
 the reference the tests hold this to.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from shared.aggregates import SummaryResult, issue_list, scope
-from shared.formats import round4
-from shared.models import FEEDBACK_ISSUES, DailyCalls, DailyFeedback, issue_column
+from shared.formats import percentage, round4
+from shared.models import FEEDBACK_ISSUES, Account, DailyCalls, DailyFeedback, issue_column
 
 SCORES = range(1, 6)
+
+
+@dataclass(frozen=True)
+class SummaryResult:
+    call_count: int
+    call_feedback_count: int
+    quality_score_average: Decimal | None
+    quality_score_median: Decimal | None
+    quality_score_standard_deviation: Decimal | None
+    issues: list[dict]
+
+    def columns(self) -> dict:
+        return self.__dict__.copy()
+
+
+def scope(session: Session, account_sid: str, include_subaccounts: bool) -> list[str]:
+    if not include_subaccounts:
+        return [account_sid]
+    children = session.scalars(select(Account.sid).where(Account.parent_sid == account_sid))
+    return [account_sid, *children]
+
+
+def issue_list(issue_counts: list[tuple[str, int]], call_count: int) -> list[dict]:
+    """Ordered by count descending, then description."""
+    ordered = sorted(issue_counts, key=lambda pair: (-pair[1], pair[0]))
+    return [{"description": issue, "count": count, "percentage_of_total_calls": percentage(count, call_count)}
+            for issue, count in ordered]
 
 
 def _median(counts: list[int]) -> Decimal:

@@ -13,8 +13,8 @@ import time
 import redis
 from celery import Celery
 
-from shared import embedded
-from shared.config import Settings, get_settings
+from shared.platform import embedded
+from shared.platform.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

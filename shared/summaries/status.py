@@ -11,10 +11,6 @@ class SummaryStatus(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
 
-    @property
-    def is_final(self) -> bool:
-        return self in (SummaryStatus.COMPLETED, SummaryStatus.FAILED)
-
 
 # queued -> in-progress -> completed | failed; nothing else (SPEC, Lifecycle).
 # Re-claiming an in-progress summary whose lease expired is a change of owner, not of status.

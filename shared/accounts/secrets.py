@@ -14,6 +14,8 @@ import os
 
 from cryptography.fernet import Fernet, MultiFernet
 
+from shared.platform.config import get_settings
+
 KEY_FILE = "auth-token.keys"
 
 
@@ -23,12 +25,10 @@ def token_hash(token: str) -> str:
 
 
 def _keys() -> list[bytes]:
-    configured = os.environ.get("AUTH_TOKEN_KEYS", "").strip()
-    if configured:
-        return [key.strip().encode() for key in configured.split(",") if key.strip()]
-    from shared.config import get_settings
-
-    path = get_settings().data_dir / KEY_FILE
+    settings = get_settings()
+    if settings.auth_token_keys:
+        return [key.encode() for key in settings.auth_token_keys]
+    path = settings.data_dir / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -7,9 +7,9 @@ import datetime as dt
 from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
-from shared.events import record
 from shared.models import FeedbackSummary
-from shared.status import SummaryStatus, can_transition
+from shared.summaries.events import record
+from shared.summaries.status import SummaryStatus, can_transition
 
 
 class IllegalTransition(ValueError):

@@ -7,7 +7,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+import shared
+
+# The revisions live beside the schema they change (shared/models.py); only this command applies them.
+MIGRATIONS_DIR = Path(shared.__file__).parent / "migrations"
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -1,12 +1,13 @@
-"""Resources as the API returns them: exactly the fields of Twilio's schema, in snake_case."""
+"""A summary as the API returns it (and as its status callback reports it): exactly the fields of
+Twilio's schema, in snake_case."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from shared.formats import iso_date, rfc2822
-from shared.models import CallFeedback, FeedbackSummary
-from shared.status import SummaryStatus
+from shared.models import FeedbackSummary
+from shared.summaries.status import SummaryStatus
 
 
 def _number(value: Decimal | None) -> float | None:
@@ -30,15 +31,4 @@ def summary_resource(summary: FeedbackSummary) -> dict:
         "sid": summary.sid,
         "start_date": iso_date(summary.start_date),
         "status": summary.status,
-    }
-
-
-def feedback_resource(feedback: CallFeedback) -> dict:
-    return {
-        "account_sid": feedback.account_sid,
-        "date_created": rfc2822(feedback.date_created),
-        "date_updated": rfc2822(feedback.date_updated),
-        "issues": list(feedback.issues),
-        "quality_score": feedback.quality_score,
-        "sid": feedback.call_sid,
     }

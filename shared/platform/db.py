@@ -1,0 +1,94 @@
+"""One engine per process, made on first use from DATABASE_URL or the embedded server; which
+database errors are worth waiting for; and messages that go out only once their transaction commits."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+from shared.platform import embedded
+from shared.platform.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# The database unreachable (down, restarting, failing over) or every pooled connection busy: worth
+# waiting for and trying again. Anything else will not fix itself.
+TRANSIENT_ERRORS = (OperationalError, PoolTimeout)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept the usual `postgres://` and `postgresql://` spellings; always drive with psycopg 3."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded.postgres_url(settings.data_dir)
+
+
+def make_engine(url: str) -> Engine:
+    return create_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5, "application_name": "call-feedback-summaries"},
+    )
+
+
+@functools.cache
+def get_engine() -> Engine:
+    return make_engine(database_url(get_settings()))
+
+
+@functools.cache
+def get_sessionmaker() -> sessionmaker[Session]:
+    return sessionmaker(get_engine(), expire_on_commit=False)
+
+
+_AFTER_COMMIT = "cfs_after_commit"
+
+
+@dataclass
+class AfterCommit:
+    """A send that waits for its transaction: `result` is what it returned once the commit went
+    through; None if it has not run (yet, or ever: the transaction rolled back) or raised."""
+
+    send: Callable[..., Any]
+    args: tuple
+    result: Any = field(default=None)
+
+
+def after_commit(session: Session, send: Callable[..., Any], *args) -> AfterCommit:
+    """Run send(*args) once the session's current transaction commits, never before, never if it
+    rolls back: a worker must never receive an id whose row it cannot read yet."""
+    pending = AfterCommit(send, args)
+    session.info.setdefault(_AFTER_COMMIT, []).append(pending)
+    return pending
+
+
+@event.listens_for(Session, "after_commit")
+def _send_committed(session: Session) -> None:
+    for pending in session.info.pop(_AFTER_COMMIT, []):
+        try:
+            pending.result = pending.send(*pending.args)
+        except Exception:
+            # The row is committed; the sweeper finds it whatever happened to its message.
+            log.warning("sending after commit failed; the sweeper will send it", exc_info=True)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    # Runs after after_commit on a commit (nothing left then), and alone on a rollback or close.
+    if transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT, None)

@@ -1,0 +1,23 @@
+"""Twilio's request signature over a callback as it goes on the wire (SPEC, Status callback)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from urllib.parse import urlencode, urlsplit
+
+
+def request_target(url: str, method: str, params: dict[str, str]) -> tuple[str, dict[str, str] | None]:
+    """The URL to request and the form body: GET carries the parameters in the query string."""
+    if method == "GET":
+        return url + ("&" if urlsplit(url).query else "?") + urlencode(params), None
+    return url, params
+
+
+def signature(auth_token: str, url: str, post_params: dict[str, str] | None) -> str:
+    """X-Twilio-Signature: base64(HMAC-SHA1(token, url + name1 + value1 + ...)), names sorted; for GET
+    the url already holds the query string and there are no POST parameters."""
+    payload = url + "".join(name + post_params[name] for name in sorted(post_params or {}))
+    digest = hmac.new(auth_token.encode("utf-8"), payload.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
