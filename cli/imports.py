@@ -110,7 +110,8 @@ def _check(connection: Connection, sql: str, message: str) -> None:
 
 
 def import_calls(connection: Connection, file: IO[str]) -> int:
-    """Load calls; a call already present with the same account and time is skipped (re-import is safe)."""
+    """Load calls; a call already present with the same account and time is skipped (re-import is safe),
+    a provisional one is confirmed."""
     connection.exec_driver_sql(
         "CREATE TEMP TABLE staged_calls (line int, sid text, account_sid text, start_time timestamptz) ON COMMIT DROP"
     )
@@ -126,9 +127,15 @@ def import_calls(connection: Connection, file: IO[str]) -> int:
     if inserted < count:
         # Some rows were skipped: identical re-imports are fine, anything else fails the whole file
         # (the caller's transaction rolls back what was inserted). Checked only then: the common
-        # case, all new calls, pays for neither query.
+        # case, all new calls, pays for none of these queries.
         _check(connection, "SELECT max(line), sid FROM staged_calls GROUP BY sid HAVING count(*) > 1 ORDER BY 1 "
                            "LIMIT 1", "call {1} appears twice in the file")
+        # A call known only from its feedback (provisional) is confirmed by the file, which may move it
+        # to another account: the feedback posted under the wrong one is then dropped (migration 0006).
+        connection.exec_driver_sql(
+            "UPDATE calls c SET account_sid = s.account_sid, start_time = s.start_time, provisional = false "
+            "FROM staged_calls s WHERE c.sid = s.sid AND c.provisional"
+        )
         _check(connection, "SELECT s.line, s.sid FROM staged_calls s JOIN calls c ON c.sid = s.sid WHERE "
                            "(c.account_sid, c.start_time) IS DISTINCT FROM (s.account_sid, s.start_time) "
                            "ORDER BY s.line LIMIT 1", "call {1} already exists with another account or start_time")

@@ -97,6 +97,9 @@ class Call(Base):
     sid: Mapped[str] = mapped_column(Sid, primary_key=True)
     account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid"))
     start_time: Mapped[dt.datetime] = mapped_column(Timestamp)
+    # Known only from a feedback post so far (start_time: when it was posted); Twilio's status
+    # callback or a sync confirms it, and may move it to the account Twilio says owns it (0006).
+    provisional: Mapped[bool] = mapped_column(server_default=text("false"))
 
 
 class CallFeedback(Base):

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from worker.circuit import CircuitBreaker
 from worker.retry_policy import Outcome, backoff_s, classify, next_delay_s, retry_after_s
-from worker.signing import request_target, signature
+from shared.signing import request_target, signature
 from worker.ssrf import is_forbidden
 
 TOKEN = "12345678901234567890123456789012"

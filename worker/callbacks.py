@@ -25,7 +25,7 @@ from shared.platform.queue import DELIVER_CALLBACK, clear_callback_in_flight, ge
 from worker.celery_app import app
 from worker.circuit import CircuitBreaker, HostLimiter
 from worker.retry_policy import MAX_TRANSIENT_RETRIES, Outcome, classify, next_delay_s, retry_after_s, transient_delay_s
-from worker.signing import request_target, signature
+from shared.signing import request_target, signature
 from worker.ssrf import ForbiddenAddress, guarded_session
 
 log = logging.getLogger(__name__)

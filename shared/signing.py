@@ -1,4 +1,5 @@
-"""Twilio's request signature over a callback as it goes on the wire (SPEC, Status callback)."""
+"""Twilio's request signature (X-Twilio-Signature): made on our status callbacks, checked on the voice
+status callbacks Twilio sends us (SPEC, Status callback; Live data from Twilio)."""
 
 from __future__ import annotations
 
