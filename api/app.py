@@ -10,7 +10,7 @@ from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import feedback, health, summaries
+from api import feedback, health, summaries, voice_status
 from api.auth import authenticate, authorize
 from api.errors import ApiError, BadRequest, InternalError, ServiceUnavailable
 from api.http import FORM_TYPE, Request, Response, parse_form, read_body
@@ -46,6 +46,8 @@ def build_router() -> Router:
     router.add(f"{API_PREFIX}/FeedbackSummary.json", POST=summaries.create)
     router.add(f"{API_PREFIX}/FeedbackSummary/{{Sid}}.json", GET=summaries.fetch, DELETE=summaries.delete)
     router.add(f"{API_PREFIX}/{{CallSid}}/Feedback.json", GET=feedback.fetch, POST=feedback.update)
+    # Twilio's call status callbacks: signed with the account's token instead of Basic auth.
+    router.add("/twilio/voice/status", authenticated=False, POST=voice_status.ingest)
     router.add("/healthz", authenticated=False, GET=health.healthz)
     router.add("/readyz", authenticated=False, GET=health.readyz)
     router.add("/metrics", authenticated=False, GET=health.metrics)
@@ -108,6 +110,8 @@ class App:
         with self.services.sessions() as session:
             request = Request(method, path, request_id, environ, session=session, services=self.services)
             if not route.authenticated:
+                if method == "POST":
+                    request.form = _form(environ, self.services.settings)
                 return handler(request, **params)
             caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
             account = authorize(session, caller, params.pop("AccountSid"), path)

@@ -39,6 +39,12 @@ class Unauthorized(ApiError):
     headers = (("WWW-Authenticate", 'Basic realm="Twilio API"'),)
 
 
+class Forbidden(ApiError):
+    """A Twilio webhook whose signature is missing, wrong, or from an account we do not know."""
+
+    status, code, message = 403, 20403, "Forbidden: the request is not signed by a known account"
+
+
 class NotFound(ApiError):
     """No such resource, or one the caller may not see (existence is not revealed)."""
 

@@ -1,4 +1,9 @@
-"""Call feedback: one entry per call; posting again replaces it and moves date_updated only."""
+"""Call feedback: one entry per call; posting again replaces it and moves date_updated only.
+
+Feedback may race its call: a backend posts it right after hang-up, before Twilio's status callback
+for the call has reached us. The call is then recorded from the post, as provisional, and the
+status callback confirms it (or, should Twilio name another account, moves it there, and this
+feedback, posted under the wrong account, is dropped)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from sqlalchemy.orm import Session
 from api.errors import BadRequest, NotFound
 from api.http import Request, Response
 from shared.formats import rfc2822
+from shared.accounts.sids import CALL, is_sid
 from shared.models import FEEDBACK_ISSUES, Account, Call, CallFeedback
 
 SCORE = re.compile(r"[1-5]")
@@ -41,8 +47,15 @@ def upsert_feedback(session: Session, call: Call, quality_score: int, issues: li
     return session.scalars(statement.returning(CallFeedback), execution_options={"populate_existing": True}).one()
 
 
-def _call(request: Request, account: Account, call_sid: str) -> Call:
+def _call(request: Request, account: Account, call_sid: str, provisional: bool = False) -> Call:
+    """The account's call; with `provisional`, a call Twilio has not told us of yet is recorded from
+    this post (its start: now) for Twilio's status callback to confirm (shared/migrations 0006)."""
     call = request.session.get(Call, call_sid)
+    if call is None and provisional and is_sid(call_sid, CALL):
+        call = request.session.scalars(
+            insert(Call).values(sid=call_sid, account_sid=account.sid, start_time=func.now(), provisional=True)
+            .on_conflict_do_nothing().returning(Call)
+        ).one_or_none() or request.session.get(Call, call_sid, populate_existing=True)  # inserted meanwhile
     if call is None or call.account_sid != account.sid:
         raise NotFound(request.path)
     return call
@@ -74,7 +87,7 @@ def update(request: Request, account: Account, CallSid: str) -> Response:
     if not SCORE.fullmatch(raw_score.strip()):
         raise BadRequest("QualityScore must be an integer from 1 to 5")
     issues = parse_issues(request.params("Issue"))
-    call = _call(request, account, CallSid)
+    call = _call(request, account, CallSid, provisional=True)
     feedback = upsert_feedback(request.session, call, int(raw_score), issues)
     request.session.commit()
     return Response(200, feedback_resource(feedback))

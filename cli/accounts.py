@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.accounts.sids import ACCOUNT, new_auth_token, new_sid
+from shared.accounts.sids import ACCOUNT, is_auth_token, is_sid, new_auth_token, new_sid
 from shared.models import Account
 
 
@@ -13,16 +13,28 @@ class AccountError(ValueError):
     """Raised when an account cannot be created as asked (unknown parent, or a nested subaccount)."""
 
 
-def create_account(session: Session, friendly_name: str | None = None, parent_sid: str | None = None) -> Account:
+def create_account(session: Session, friendly_name: str | None = None, parent_sid: str | None = None,
+                   sid: str | None = None, auth_token: str | None = None) -> Account:
+    """A new account; with `sid` and `auth_token`, the account as it is at Twilio (its identity kept,
+    so a backend's Client(sid, token) and Twilio's signatures work unchanged), else new ones."""
+    if sid is not None:
+        if not is_sid(sid, ACCOUNT):
+            raise AccountError(f"{sid[:40]!r} is not an account SID (AC and 32 lowercase hex digits)")
+        if session.get(Account, sid) is not None:
+            raise AccountError(f"account {sid} already exists")
+        if sid == parent_sid:
+            raise AccountError("an account cannot be its own parent")
+    if auth_token is not None and not is_auth_token(auth_token):
+        raise AccountError("the auth token must be 32 lowercase hex digits, as Twilio's are")
     if parent_sid is not None:
         parent = session.get(Account, parent_sid)
         if parent is None:
             raise AccountError(f"parent account {parent_sid} does not exist")
         if parent.parent_sid is not None:
             raise AccountError(f"{parent_sid} is a subaccount; subaccounts cannot have subaccounts")
-    sid = new_sid(ACCOUNT)
+    sid = sid or new_sid(ACCOUNT)
     account = Account(sid=sid, parent_sid=parent_sid, friendly_name=friendly_name or f"Account {sid[-6:]}",
-                      auth_token=new_auth_token())
+                      auth_token=auth_token or new_auth_token())
     session.add(account)
     session.flush()
     return account

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import sys
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cli.accounts import AccountError, create_account
@@ -50,13 +53,28 @@ def accounts(args: argparse.Namespace) -> None:
         _token_action(args)
 
 
+def _read_token() -> str:
+    """The auth token from standard input: typed without echo at a terminal, else its first line."""
+    if sys.stdin is None:
+        raise CommandError("--auth-token-stdin: no standard input")
+    token = getpass.getpass("auth token: ") if sys.stdin.isatty() else sys.stdin.readline()
+    if not token.strip():
+        raise CommandError("--auth-token-stdin: standard input held no token")
+    return token.strip()
+
+
 def _create_account(args: argparse.Namespace) -> None:
+    if bool(args.sid) != args.auth_token_stdin:
+        raise CommandError("an account keeps its Twilio identity with both --sid and --auth-token-stdin")
+    token = _read_token() if args.auth_token_stdin else None
     with Session(get_engine(), expire_on_commit=False) as session:
         try:
-            account = create_account(session, args.name, args.parent)
+            account = create_account(session, args.name, args.parent, sid=args.sid, auth_token=token)
+            session.commit()
         except AccountError as error:
             raise CommandError(error) from None
-        session.commit()
+        except IntegrityError:  # created meanwhile by someone else
+            raise CommandError(f"account {args.sid} already exists") from None
     if args.json:
         print_json({"sid": account.sid, "auth_token": account.auth_token, "parent_sid": account.parent_sid,
                     "friendly_name": account.friendly_name})

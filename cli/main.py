@@ -26,7 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply the database migrations")
 
     accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True)
-    create = accounts.add_parser("create", help="create an account and print its SID and auth token")
+    create = accounts.add_parser("create", help="create an account and print its SID and auth token; with --sid "
+                                                "and --auth-token-stdin, the account as it is at Twilio")
+    create.add_argument("--sid", metavar="AC...", help="the account's SID at Twilio (keeps its identity)")
+    create.add_argument("--auth-token-stdin", action="store_true",
+                        help="read the account's Twilio auth token from standard input (never from the command line)")
     create.add_argument("--parent", metavar="AC...", help="make it a subaccount of this account")
     create.add_argument("--name", help="friendly name")
     create.add_argument("--json", action="store_true", help="print JSON")

@@ -1,6 +1,6 @@
 """The SPEC's summary semantics, computed independently in plain Python with exact fractions.
 
-Deliberately shares no code with shared/aggregates.py: the tests hold the workers' SQL to this.
+Deliberately shares no code with worker/rollups.py or tests/direct_aggregates.py: the tests hold the workers' SQL to this.
 """
 
 from __future__ import annotations

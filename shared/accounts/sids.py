@@ -7,6 +7,7 @@ import secrets
 
 ACCOUNT, CALL, SUMMARY = "AC", "CA", "FS"
 _PATTERNS = {prefix: re.compile(rf"{prefix}[0-9a-f]{{32}}") for prefix in (ACCOUNT, CALL, SUMMARY)}
+_AUTH_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 def new_sid(prefix: str) -> str:
@@ -19,3 +20,8 @@ def is_sid(value: str, prefix: str) -> bool:
 
 def new_auth_token() -> str:
     return secrets.token_hex(16)
+
+
+def is_auth_token(value: str) -> bool:
+    """Twilio's shape: 32 lowercase hex digits."""
+    return _AUTH_TOKEN.fullmatch(value) is not None

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 
 class SettingError(ValueError):
@@ -59,6 +60,23 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
+def _base_url(env: Mapping[str, str], name: str) -> str | None:
+    """scheme://host[:port], nothing after it (a trailing slash is dropped)."""
+    raw = env.get(name, "").strip().rstrip("/")
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.path or parts.query
+                                                                                     or parts.fragment)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise SettingError(f"{name} must be scheme://host[:port] (http or https, no path), got {raw!r}")
+    return raw
+
+
 def _port(env: Mapping[str, str], name: str) -> int | None:
     if not env.get(name, "").strip():
         return None
@@ -94,6 +112,11 @@ class Settings:
     callback_circuit_cooldown_s: float
     callback_max_in_flight_per_host: int
     create_rate_limit: str  # per account, in the `limits` notation: "100/second;2000/minute"
+    public_base_url: str | None  # scheme://host[:port] Twilio uses to reach us, for checking its signatures
+    twilio_api_base_url: str  # where `summaries calls sync` reads Twilio's Calls API
+    # An API key and its secret for `calls sync`, used instead of the account's auth token when both are set.
+    twilio_api_key: str | None
+    twilio_api_secret: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -123,6 +146,10 @@ class Settings:
             callback_circuit_cooldown_s=_float(env, "CALLBACK_CIRCUIT_COOLDOWN_S", 300.0),
             callback_max_in_flight_per_host=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_HOST", 32),
             create_rate_limit=_rate(env, "CREATE_RATE_LIMIT", "100/second;3000/minute"),
+            public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
+            twilio_api_base_url=_base_url(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
+            twilio_api_key=_optional(env, "TWILIO_API_KEY"),
+            twilio_api_secret=_optional(env, "TWILIO_API_SECRET"),
         )
 
 

@@ -1,0 +1,100 @@
+"""POST /twilio/voice/status: Twilio's call status callbacks, the live source of the calls that
+summaries count (SPEC, Live data from Twilio).
+
+Give Twilio this URL as a call's or a number's `StatusCallback`, with the events `initiated` and
+`completed` (or any of `initiated ringing answered completed`; each records the call once). A
+request counts only when `X-Twilio-Signature` is Twilio's signature keyed with the auth token of
+its `AccountSid`; anything else is a 403 that stores nothing. A valid one costs one lookup and one
+statement, and enqueues nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import select, text
+
+from api.errors import Forbidden
+from api.http import Request, Response
+from shared.accounts.secrets import decrypt
+from shared.accounts.sids import ACCOUNT, CALL, is_sid
+from shared.models import Account
+from shared.signing import is_valid_signature
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# The first event (or Twilio's retry of any) inserts the call; later ones may only move its start
+# earlier. A provisional call (known from a feedback post, shared/migrations 0006) is confirmed,
+# and moved to this account if another posted it; a confirmed call never changes account here.
+RECORD_CALL = text("""
+INSERT INTO calls AS c (sid, account_sid, start_time) VALUES (:sid, :account, :start)
+ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, provisional = false,
+    start_time = CASE WHEN c.provisional THEN excluded.start_time ELSE least(c.start_time, excluded.start_time) END
+WHERE c.provisional OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)
+""")
+TOKENS = select(Account.auth_token_encrypted, Account.secondary_token_encrypted)
+
+
+def requested_urls(request: Request, public_base_url: str | None) -> list[str]:
+    """The URL Twilio requested, as it may have signed it: with and without the default port."""
+    environ = request.environ
+    if public_base_url:
+        base = urlsplit(public_base_url)
+        scheme, netloc = base.scheme, base.netloc
+    else:
+        scheme = environ.get("wsgi.url_scheme", "http")
+        netloc = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    url = urlunsplit((scheme, netloc, path, environ.get("QUERY_STRING", ""), ""))
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a malformed Host header: no URL Twilio could have signed
+        return []
+    host = f"[{host}]" if ":" in host else host
+    return list(dict.fromkeys([url, parts._replace(netloc=host).geturl(),
+                               parts._replace(netloc=f"{host}:{port}").geturl()]))
+
+
+def _tokens(request: Request, account_sid: str) -> list[str]:
+    found = request.session.execute(TOKENS.where(Account.sid == account_sid)).first()
+    return [decrypt(ciphertext) for ciphertext in (found or ()) if ciphertext]
+
+
+def _start_time(request: Request) -> dt.datetime:
+    """The event's Timestamp, or for a `completed` event Timestamp - CallDuration: when the call
+    began. Twilio always sends a Timestamp; without a readable one, the time it reached us."""
+    try:
+        moment = parsedate_to_datetime(request.param("Timestamp") or "")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+    except (TypeError, ValueError, IndexError):
+        moment = dt.datetime.now(dt.timezone.utc)
+    duration = (request.param("CallDuration") or "").strip()
+    if request.param("CallStatus") == "completed" and duration.isdigit() and len(duration) < 9:
+        try:
+            moment -= dt.timedelta(seconds=int(duration))
+        except OverflowError:
+            pass
+    return moment
+
+
+def ingest(request: Request) -> Response:
+    account_sid = request.param("AccountSid") or ""
+    presented = request.header("X-Twilio-Signature") or ""
+    tokens = _tokens(request, account_sid) if presented and is_sid(account_sid, ACCOUNT) else []
+    urls = requested_urls(request, request.services.settings.public_base_url)
+    if not any(is_valid_signature(token, urls, request.form, presented) for token in tokens):
+        raise Forbidden()
+    call_sid = (request.param("CallSid") or "").strip()
+    if not is_sid(call_sid, CALL):
+        # Signed, so from Twilio (or the account itself), and nothing either could fix by retrying.
+        log.warning("status callback without a usable CallSid; nothing recorded", extra={"account_sid": account_sid})
+        return Response(204)
+    request.session.execute(RECORD_CALL, {"sid": call_sid, "account": account_sid, "start": _start_time(request)})
+    request.session.commit()
+    return Response(204)

@@ -1,0 +1,265 @@
+"""Live traffic from Twilio: voice status callbacks record each call once (signed by the account's
+real token, checked over the URL Twilio requested), feedback that races its call is kept, and an
+account keeps the SID and token it has at Twilio. Signatures are made by the official library's
+RequestValidator, not by our code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from email.utils import format_datetime
+
+import pytest
+from sqlalchemy import text
+from twilio.request_validator import RequestValidator
+
+from shared.accounts.sids import CALL, new_sid
+from tests.processes import ROOT
+from tests.reference import AGGREGATE_FIELDS, expected_for
+from tests.support import WsgiClient, feedback_path, make_account, snapshot
+from worker import rollups
+
+UTC = dt.timezone.utc
+HOST = "hooks.example.com"
+URL = f"http://{HOST}/twilio/voice/status"
+T0 = dt.datetime(2024, 3, 1, 23, 59, 30, tzinfo=UTC)  # ringing just before midnight: the day matters
+
+
+def event(account, call_sid: str, status: str, at: dt.datetime, sequence: int, **extra) -> dict:
+    """The form Twilio posts for a call status callback (a realistic subset of its parameters)."""
+    form = {"AccountSid": account.sid, "CallSid": call_sid, "CallStatus": status, "Timestamp": format_datetime(at),
+            "SequenceNumber": str(sequence), "ApiVersion": "2010-04-01", "Direction": "outbound-api",
+            "From": "+15005550006", "To": "+15005550001", "CallbackSource": "call-progress-events"}
+    form.update(extra)
+    return form
+
+
+def post_event(client, form: dict, token: str | None, url: str = URL, host: str = HOST, signature: str | None = None):
+    signature = signature if signature is not None else RequestValidator(token).compute_signature(url, form)
+    return client.post("/twilio/voice/status", form=form, headers={"Host": host, "X-Twilio-Signature": signature})
+
+
+def call_row(engine, sid: str) -> dict | None:
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT * FROM calls WHERE sid = :s"), {"s": sid}).first()
+    return row._asdict() if row else None
+
+
+def summary_of(engine, account, day_from: dt.date, day_to: dt.date) -> dict:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session:
+        ours = rollups.compute(session, account.sid, False, day_from, day_to).columns()
+    expected = expected_for(engine, account.sid, False, day_from, day_to)
+    assert {name: ours[name] for name in AGGREGATE_FIELDS} == expected  # the rollups stay exact
+    return ours
+
+
+@pytest.fixture
+def account(engine, redis_client):
+    return make_account(engine)
+
+
+def test_each_call_is_recorded_once_from_its_first_event_whatever_follows(client, engine, account):
+    sid = new_sid(CALL)
+    token = account.auth_token
+    for form in (event(account, sid, "initiated", T0, 0),
+                 event(account, sid, "initiated", T0, 0),  # Twilio's retry of the same event
+                 event(account, sid, "ringing", T0 + dt.timedelta(seconds=5), 1),
+                 event(account, sid, "answered", T0 + dt.timedelta(seconds=20), 2),
+                 event(account, sid, "completed", T0 + dt.timedelta(seconds=80), 3, CallDuration="60")):
+        response = post_event(client, form, token)
+        assert response.status == 204, response.body
+    row = call_row(engine, sid)
+    assert (row["account_sid"], row["start_time"], row["provisional"]) == (account.sid, T0, False)
+    assert summary_of(engine, account, T0.date(), T0.date())["call_count"] == 1
+
+
+def test_a_completed_event_alone_starts_the_call_its_duration_earlier_and_an_earlier_event_corrects_it(
+        client, engine, account):
+    sid = new_sid(CALL)
+    ended = T0 + dt.timedelta(seconds=100)  # 2 March, 00:01:10
+    assert post_event(client, event(account, sid, "completed", ended, 3, CallDuration="45"), account.auth_token).status == 204
+    assert call_row(engine, sid)["start_time"] == ended - dt.timedelta(seconds=45)  # 00:00:25, 2 March
+    day1, day2 = T0.date(), T0.date() + dt.timedelta(days=1)
+    assert (summary_of(engine, account, day1, day1)["call_count"], summary_of(engine, account, day2, day2)["call_count"]) == (0, 1)
+    # The `initiated` event arrives late (out of order): the call started on 1 March after all.
+    assert post_event(client, event(account, sid, "initiated", T0, 0), account.auth_token).status == 204
+    assert call_row(engine, sid)["start_time"] == T0
+    assert (summary_of(engine, account, day1, day1)["call_count"], summary_of(engine, account, day2, day2)["call_count"]) == (1, 0)
+
+
+@pytest.mark.parametrize("forgery", ["wrong signature", "no signature", "another account's token", "unknown account",
+                                     "other url", "odd bytes in the signature", "tampered body"])
+def test_a_forged_unsigned_or_unknown_account_request_is_403_and_stores_nothing(client, engine, redis_client, account,
+                                                                                forgery):
+    other = make_account(engine)
+    form = event(account, new_sid(CALL), "initiated", T0, 0)
+    token, kwargs = account.auth_token, {}
+    if forgery == "wrong signature":
+        kwargs["signature"] = RequestValidator(token).compute_signature(URL, {**form, "CallStatus": "ringing"})
+    elif forgery == "no signature":
+        kwargs["signature"] = ""
+    elif forgery == "another account's token":
+        token = other.auth_token
+    elif forgery == "unknown account":
+        form["AccountSid"] = "AC" + "0" * 32
+    elif forgery == "other url":
+        kwargs["url"] = "http://evil.example.com/twilio/voice/status"
+    elif forgery == "odd bytes in the signature":
+        kwargs["signature"] = "\xff\xfe caf\xe9 ñ"
+    before = snapshot(engine, redis_client)
+    if forgery == "tampered body":
+        signature = RequestValidator(token).compute_signature(URL, form)
+        form["CallSid"] = new_sid(CALL)
+        kwargs["signature"] = signature
+    response = post_event(client, form, token, **kwargs)
+    assert (response.status, response.json["code"], response.json["status"]) == (403, 20403, 403)
+    assert snapshot(engine, redis_client) == before
+
+
+def test_the_signature_is_checked_over_the_public_url_behind_a_proxy_and_with_either_port_spelling(
+        engine, redis_client, account, monkeypatch):
+    from api.factory import create_app
+    from shared.platform.config import Settings
+
+    form = event(account, new_sid(CALL), "initiated", T0, 0)
+    public = "https://summaries.example.com/twilio/voice/status"
+    signed_public = RequestValidator(account.auth_token).compute_signature(public, form)
+    direct = WsgiClient(create_app(Settings.from_env()))
+    assert post_event(direct, form, None, host="10.0.0.5:8080", signature=signed_public).status == 403
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://summaries.example.com/")
+    proxied = WsgiClient(create_app(Settings.from_env()))
+    assert post_event(proxied, form, None, host="10.0.0.5:8080", signature=signed_public).status == 204
+    # Twilio may sign https://host:443/... or http://host:80/...; both spellings name the same URL.
+    with_port = RequestValidator(account.auth_token).compute_signature(f"http://{HOST}:80/twilio/voice/status", form)
+    assert post_event(direct, form, None, signature=with_port).status == 204
+    assert call_row(engine, form["CallSid"]) is not None
+
+
+def test_the_secondary_token_signs_too_during_a_rotation(client, engine, account):
+    from sqlalchemy.orm import Session
+
+    from cli import accounts
+
+    with Session(engine) as session:
+        secondary = accounts.rotate_token(session, account.sid)
+        session.commit()
+    form = event(account, new_sid(CALL), "initiated", T0, 0)
+    assert post_event(client, form, secondary).status == 204
+
+
+def test_a_signed_event_twilio_cannot_fix_is_answered_2xx_and_stores_nothing(client, engine, redis_client, account):
+    before = snapshot(engine, redis_client)
+    form = event(account, "CAnotasid", "initiated", T0, 0)
+    assert post_event(client, form, account.auth_token).status == 204
+    assert snapshot(engine, redis_client) == before
+    # An unreadable Timestamp is not Twilio's to fix either: the call is recorded as of now.
+    sid = new_sid(CALL)
+    assert post_event(client, {**event(account, sid, "initiated", T0, 0), "Timestamp": "soon"},
+                      account.auth_token).status == 204
+    assert abs(call_row(engine, sid)["start_time"] - dt.datetime.now(UTC)) < dt.timedelta(minutes=5)
+
+
+# --- feedback that races its call ------------------------------------------------------------------
+
+def post_feedback(client, account, call_sid: str, score: int = 2, issues=("dropped-call",)):
+    return client.post(feedback_path(account.sid, call_sid), form={"QualityScore": str(score), "Issue": list(issues)},
+                       auth=(account.sid, account.auth_token))
+
+
+def test_feedback_before_its_call_is_kept_and_the_status_callback_completes_the_call(client, engine, account):
+    sid = new_sid(CALL)
+    posted = post_feedback(client, account, sid)
+    assert posted.status == 200, posted.body
+    provisional = call_row(engine, sid)
+    assert provisional["provisional"] and provisional["account_sid"] == account.sid
+    assert client.get(feedback_path(account.sid, sid), auth=(account.sid, account.auth_token)).json["quality_score"] == 2
+    # Then Twilio's callbacks for the call: the call is confirmed with its real start, counted once.
+    for form in (event(account, sid, "initiated", T0, 0),
+                 event(account, sid, "completed", T0 + dt.timedelta(seconds=70), 3, CallDuration="50")):
+        assert post_event(client, form, account.auth_token).status == 204
+    row = call_row(engine, sid)
+    assert (row["provisional"], row["start_time"]) == (False, T0)
+    given = dt.datetime.now(UTC).date()
+    summary = summary_of(engine, account, min(T0.date(), given), given)
+    assert (summary["call_count"], summary["call_feedback_count"]) == (1, 1)
+    assert summary["issues"][0]["description"] == "dropped-call" and summary["issues"][0]["count"] == 1
+
+
+def test_the_status_callback_first_then_feedback_is_the_ordinary_case(client, engine, account):
+    sid = new_sid(CALL)
+    assert post_event(client, event(account, sid, "initiated", T0, 0), account.auth_token).status == 204
+    assert post_feedback(client, account, sid, score=5, issues=()).status == 200
+    assert call_row(engine, sid)["provisional"] is False
+    summary = summary_of(engine, account, T0.date(), dt.datetime.now(UTC).date())
+    assert (summary["call_count"], summary["call_feedback_count"]) == (1, 1)
+
+
+def test_a_provisional_call_never_keeps_a_call_from_the_account_twilio_names(client, engine, account):
+    owner = make_account(engine)
+    sid = new_sid(CALL)
+    assert post_feedback(client, account, sid).status == 200  # posted under the wrong account
+    assert post_event(client, event(owner, sid, "initiated", T0, 0), owner.auth_token).status == 204
+    row = call_row(engine, sid)
+    assert (row["account_sid"], row["provisional"]) == (owner.sid, False)
+    # The feedback posted under the wrong account is gone with its claim on the call.
+    assert client.get(feedback_path(account.sid, sid), auth=(account.sid, account.auth_token)).status == 404
+    assert client.get(feedback_path(owner.sid, sid), auth=(owner.sid, owner.auth_token)).status == 404
+    today = dt.datetime.now(UTC).date()
+    assert summary_of(engine, account, T0.date(), today)["call_count"] == 0
+    assert summary_of(engine, owner, T0.date(), today)["call_count"] == 1
+    # And a confirmed call is not taken away by another account's signed event.
+    assert post_event(client, event(account, sid, "initiated", T0 - dt.timedelta(hours=1), 0),
+                      account.auth_token).status == 204
+    assert (call_row(engine, sid)["account_sid"], call_row(engine, sid)["start_time"]) == (owner.sid, T0)
+
+
+def test_feedback_for_another_accounts_confirmed_call_is_still_404(client, engine, account):
+    owner = make_account(engine)
+    sid = new_sid(CALL)
+    assert post_event(client, event(owner, sid, "initiated", T0, 0), owner.auth_token).status == 204
+    assert post_feedback(client, account, sid).status == 404
+    assert call_row(engine, sid)["account_sid"] == owner.sid
+
+
+# --- accounts with their Twilio identity ------------------------------------------------------------
+
+def summaries_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_an_account_keeps_its_twilio_sid_and_token_read_from_stdin(client, engine, redis_client):
+    sid, token = "AC" + "ab" * 16, "0123456789abcdef" * 2
+    made = summaries_cli("accounts", "create", "--sid", sid, "--auth-token-stdin", "--json", stdin=token + "\n")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["sid"] == sid and token not in " ".join(made.args)
+    child_sid = "AC" + "cd" * 16
+    child = summaries_cli("accounts", "create", "--sid", child_sid, "--parent", sid, "--auth-token-stdin",
+                          stdin="fedcba9876543210" * 2)
+    assert child.returncode == 0, child.stderr
+    # The backend's credentials work unchanged, and Twilio's signatures with the real token count.
+    response = client.get(feedback_path(sid, new_sid(CALL)), auth=(sid, token))
+    assert response.status == 404  # authenticated: no such feedback, not 401
+    from types import SimpleNamespace
+
+    call = new_sid(CALL)
+    assert post_event(client, event(SimpleNamespace(sid=sid), call, "initiated", T0, 0), token).status == 204
+    before = snapshot(engine, redis_client)
+    for args, stdin, words in (
+        (("--sid", sid), token, "already exists"),
+        (("--sid", "AC123"), token, "not an account SID"),
+        (("--sid", "AC" + "ef" * 16), "not-a-token", "32 lowercase hex"),
+        (("--sid", "AC" + "ef" * 16), "", "held no token"),
+        (("--sid", "AC" + "ef" * 16, "--parent", child_sid), token, "subaccounts cannot have subaccounts"),
+        (("--sid", "AC" + "ef" * 16), None, "both --sid and --auth-token-stdin"),
+    ):
+        flags = [*args, "--auth-token-stdin"] if stdin is not None else list(args)
+        refused = summaries_cli("accounts", "create", *flags, stdin=stdin or "")
+        assert refused.returncode == 2 and words in refused.stderr, (args, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert snapshot(engine, redis_client) == before
