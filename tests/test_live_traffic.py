@@ -263,3 +263,70 @@ def test_an_account_keeps_its_twilio_sid_and_token_read_from_stdin(client, engin
         assert refused.returncode == 2 and words in refused.stderr, (args, refused.stderr)
         assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     assert snapshot(engine, redis_client) == before
+
+
+@pytest.mark.slow
+def test_live_traffic_end_to_end_through_gunicorn_twilio_8_and_a_worker(engine, redis_client, tmp_path):
+    """The issue's acceptance: an imported account, signed status callbacks over a real socket (a
+    retry, a multi-event call, a lone `completed`, a call whose feedback came first), feedback
+    through twilio 8.13.0, and a summary that counts each call once and each feedback once; a
+    forged callback stores nothing."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from twilio.rest import Client
+
+    from tests.processes import celery_worker, gunicorn, wait_for
+
+    sid, token = "AC" + "5e" * 16, "a1b2c3d4e5f60718" * 2
+    assert summaries_cli("accounts", "create", "--sid", sid, "--auth-token-stdin", stdin=token).returncode == 0
+    web, base_url = gunicorn(tmp_path, workers=2)
+    worker = celery_worker(tmp_path, "live", queues="summaries", concurrency=1)
+    try:
+        hook = base_url + "/twilio/voice/status"
+
+        def callback(form: dict, key: str = token) -> int:
+            data = urllib.parse.urlencode(form).encode()
+            request = urllib.request.Request(hook, data=data, headers={
+                "X-Twilio-Signature": RequestValidator(key).compute_signature(hook, form)})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status
+            except urllib.error.HTTPError as error:
+                return error.code
+
+        client = Client(sid, token)
+        client.api.base_url = base_url
+        account = type("Imported", (), {"sid": sid})()
+        start = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(minutes=10)
+        multi, lone, quiet, raced = (new_sid(CALL) for _ in range(4))
+        assert client.calls(raced).feedback().update(quality_score=1, issue=["one-way-audio"]).quality_score == 1
+        for form in (event(account, multi, "initiated", start, 0), event(account, multi, "initiated", start, 0),
+                     event(account, multi, "answered", start + dt.timedelta(seconds=9), 2),
+                     event(account, multi, "completed", start + dt.timedelta(seconds=99), 3, CallDuration="90"),
+                     event(account, lone, "completed", start + dt.timedelta(seconds=60), 3, CallDuration="30"),
+                     event(account, quiet, "initiated", start, 0),
+                     event(account, raced, "initiated", start, 0)):
+            assert callback(form) == 204
+        forged = new_sid(CALL)
+        assert callback(event(account, forged, "initiated", start, 0), key="f" * 32) == 403
+        assert call_row(engine, forged) is None
+        client.calls(multi).feedback().update(quality_score=4, issue=["audio-latency"])
+        client.calls(multi).feedback().update(quality_score=5)  # a second post replaces the entry
+        client.calls(lone).feedback().update(quality_score=3, issue=["audio-latency", "dropped-call"])
+        today = dt.datetime.now(UTC).date()
+        created = client.calls.feedback_summaries.create(start_date=today - dt.timedelta(days=1), end_date=today)
+        summaries = client.calls.feedback_summaries(created.sid)
+        done = wait_for(lambda: (s := summaries.fetch()).status == "completed" and s, 60, 0.2,
+                        what="the summary to complete")
+        assert (done.call_count, done.call_feedback_count) == (4, 3)
+        assert done.quality_score_average == 3.0 and done.quality_score_median == 3.0
+        # multi's second post replaced its audio-latency; lone and raced bring one issue each.
+        assert {i["description"]: i["count"] for i in done.issues} == {"audio-latency": 1, "dropped-call": 1,
+                                                                       "one-way-audio": 1}
+        expected = expected_for(engine, sid, False, today - dt.timedelta(days=1), today)
+        assert (expected["call_count"], expected["call_feedback_count"]) == (4, 3)
+    finally:
+        worker.stop()
+        web.stop()
