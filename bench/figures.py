@@ -127,6 +127,72 @@ def creates_per_second(engine: Engine, data: Dataset, work: Path, seconds: int) 
     return row, peak_api_mb
 
 
+def _signed_events_script(work: Path, url: str, account, count: int) -> tuple[Path, list[str]]:
+    """A wrk script that posts `count` distinct, validly signed call status callbacks (an `initiated`
+    event each, new calls: the insert path), the threads taking turns through them."""
+    from email.utils import format_datetime
+    from urllib.parse import urlencode
+
+    from shared.accounts.sids import CALL, new_sid
+    from shared.signing import signature
+
+    token, sids, bodies, signatures = account.auth_token, [], [], []
+    at = format_datetime(dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+    for _ in range(count):
+        sid = new_sid(CALL)
+        form = {"AccountSid": account.sid, "CallSid": sid, "CallStatus": "initiated", "Timestamp": at,
+                "SequenceNumber": "0", "ApiVersion": "2010-04-01", "Direction": "outbound-api",
+                "From": "+15005550006", "To": "+15005550001", "CallbackSource": "call-progress-events"}
+        sids.append(sid)
+        bodies.append(urlencode(form))
+        signatures.append(signature(token, url, form))
+    requests_file = work / "status-callbacks.txt"  # signature, then body, a line each
+    requests_file.write_text("".join(f"{sig}\n{body}\n" for sig, body in zip(signatures, bodies)))
+    script = work / "status-callbacks.lua"
+    script.write_text(
+        "local threads = 0\n"
+        "function setup(thread) thread:set('id', threads); threads = threads + 1 end\n"
+        "function init(args)\n"
+        f"  signatures, bodies, next_index = {{}}, {{}}, id\n"
+        f"  local file = io.open('{requests_file}')\n"
+        "  while true do\n"
+        "    local sig, body = file:read('*l'), file:read('*l')\n"
+        "    if not body then break end\n"
+        "    signatures[#signatures + 1], bodies[#bodies + 1] = sig, body\n"
+        "  end\n"
+        "  file:close()\n"
+        "end\n"
+        "function request()\n"
+        "  local i = (next_index % #bodies) + 1\n"
+        "  next_index = next_index + 2\n"
+        "  return wrk.format('POST', nil, {['Content-Type'] = 'application/x-www-form-urlencoded',\n"
+        "                                  ['X-Twilio-Signature'] = signatures[i]}, bodies[i])\n"
+        "end\n")
+    return script, sids
+
+
+def status_callbacks_per_second(engine: Engine, data: Dataset, work: Path, seconds: int) -> Row:
+    """Twilio's voice status callbacks under the same server and load as the creates."""
+    account = data.small[1]
+    results, sids = {}, []
+    for name, app in (("api", "api.wsgi:application"), ("bare", "bench.bare_wsgi:application")):
+        child, base = processes.gunicorn(app, work, workers=WEB_WORKERS, name=f"gunicorn-hook-{name}")
+        try:
+            url = base + "/twilio/voice/status"
+            script, made = _signed_events_script(work, url, account, 3000 * seconds)
+            sids += made
+            results[name] = _wrk(url, script, seconds, 16)
+        finally:
+            child.stop()
+    with engine.begin() as connection:  # the bench's calls are not part of the dataset
+        connection.execute(text("DELETE FROM calls WHERE sid = ANY(:s)"), {"s": sids})
+    (ours, errors), (bare, _) = results["api"], results["bare"]
+    ratio = ours / bare
+    return Row(f"voice status callbacks ingested per second (signature checked, call recorded) under gunicorn, "
+               f"{WEB_WORKERS} processes", f"{ours:,.0f}/s ({errors} errors)", f"bare WSGI: {bare:,.0f}/s",
+               f"{ratio:.2f}", "≥ 0.3 of it", ratio >= 0.3 and errors == 0)
+
+
 def _wait(predicate, timeout_s: float, interval_s: float = 0.02) -> float:
     began = time.perf_counter()
     while not predicate():
