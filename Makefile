@@ -4,6 +4,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# A second virtualenv with the newest twilio 9.x and clients/python, for tests/test_client_addon.py.
+TWILIO9_VENV := .venv-twilio9
+TWILIO9_INSTALLED := $(TWILIO9_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help run test test-fast fuzz bench bench-quick migrate clean
@@ -18,10 +21,17 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,embedded,bench]'
 	@touch $@
 
+$(TWILIO9_INSTALLED): clients/python/pyproject.toml clients/python/twilio_feedback_summaries.py
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	$(PYTHON) -m venv $(TWILIO9_VENV)
+	$(TWILIO9_VENV)/bin/python -m pip install --quiet 'twilio>=9,<10'
+	$(TWILIO9_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps ./clients/python
+	@touch $@
+
 run: $(INSTALLED) ## start API, worker and scheduler (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set)
 	$(BIN)/summaries up --demo
 
-test: $(INSTALLED) ## run the tests (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)
+test: $(INSTALLED) $(TWILIO9_INSTALLED) ## run the tests (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(INSTALLED) ## the tests that start no processes (a few minutes at most)
@@ -45,5 +55,5 @@ bench-quick: $(INSTALLED) ## the same, on a reduced dataset and shorter runs
 migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or the embedded server)
 	$(BIN)/summaries migrate
 
-clean: ## remove the virtualenv and the embedded servers' data
-	rm -rf $(VENV) .data
+clean: ## remove the virtualenvs and the embedded servers' data
+	rm -rf $(VENV) $(TWILIO9_VENV) .data
