@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import feedback, health, summaries, voice_status
@@ -41,7 +42,8 @@ class Services:
     check_create_rate: Callable[[str], None] = lambda account_sid: None
 
 
-def build_router() -> Router:
+def build_router(metrics_elsewhere: bool = False) -> Router:
+    """The public routes; /metrics among them unless it is served on a port of its own."""
     router = Router()
     router.add(f"{API_PREFIX}/FeedbackSummary.json", POST=summaries.create)
     router.add(f"{API_PREFIX}/FeedbackSummary/{{Sid}}.json", GET=summaries.fetch, DELETE=summaries.delete)
@@ -50,9 +52,22 @@ def build_router() -> Router:
     router.add("/twilio/voice/status", authenticated=False, POST=voice_status.ingest)
     router.add("/healthz", authenticated=False, GET=health.healthz)
     router.add("/readyz", authenticated=False, GET=health.readyz)
-    router.add("/metrics", authenticated=False, GET=health.metrics)
+    if not metrics_elsewhere:
+        router.add("/metrics", authenticated=False, GET=health.metrics)
     router.add("/openapi.json", authenticated=False, GET=health.openapi)
     return router
+
+
+def build_metrics_router() -> Router:
+    """METRICS_PORT: the metrics (and liveness) alone, on a port the public never reaches."""
+    router = Router()
+    router.add("/metrics", authenticated=False, GET=health.metrics)
+    router.add("/healthz", authenticated=False, GET=health.healthz)
+    return router
+
+
+# Metric labels come from closed sets: a made-up method is "other", an unknown path "unmatched".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _form(environ: dict, settings: Settings) -> dict[str, list[str]]:
@@ -68,7 +83,15 @@ def _form(environ: dict, settings: Settings) -> dict[str, list[str]]:
 class App:
     def __init__(self, services: Services):
         self.services = services
-        self.router = build_router()
+        self.metrics_port = services.settings.metrics_port
+        self.router = build_router(metrics_elsewhere=self.metrics_port is not None)
+        self.metrics_router = build_metrics_router()
+
+    def _router_for(self, environ: dict) -> Router:
+        # gunicorn sets SERVER_PORT to the port of the listener the request came in on.
+        if self.metrics_port is not None and environ.get("SERVER_PORT") == str(self.metrics_port):
+            return self.metrics_router
+        return self.router
 
     def __call__(self, environ: dict, start_response):
         request_id = "RQ" + secrets.token_hex(16)
@@ -81,7 +104,7 @@ class App:
                 if len(path) > MAX_PATH_CHARS or len(environ.get("QUERY_STRING", "")) > MAX_QUERY_CHARS:
                     raise BadRequest(f"The URL is too long (path at most {MAX_PATH_CHARS} characters, query "
                                      f"string at most {MAX_QUERY_CHARS})")
-                matched, handler, params = self.router.match(method, path)
+                matched, handler, params = self._router_for(environ).match(method, path)
                 route = matched.template
                 response = self.handle(environ, method, path, request_id, matched, handler, params)
             except ApiError as error:
@@ -90,13 +113,19 @@ class App:
                 log.warning("database unavailable", exc_info=True)
                 error = ServiceUnavailable()
                 response = Response(error.status, error.to_dict())
+            except DataError:
+                # Input PostgreSQL cannot hold (a NUL byte) that a check missed: the client's, not ours.
+                log.warning("input the database refused", exc_info=True, extra={"path": path})
+                error = BadRequest("The request holds characters that cannot be stored")
+                response = Response(error.status, error.to_dict())
             except Exception:
                 log.exception("unhandled error", extra={"path": path})
                 error = InternalError()
                 response = Response(error.status, error.to_dict())
             elapsed_s = time.perf_counter() - started
-            metrics.HTTP_REQUESTS.labels(route, method, str(response.status)).inc()
-            metrics.HTTP_LATENCY.labels(route, method).observe(elapsed_s)
+            method_label = method if method in KNOWN_METHODS else "other"
+            metrics.HTTP_REQUESTS.labels(route, method_label, str(response.status)).inc()
+            metrics.HTTP_LATENCY.labels(route, method_label).observe(elapsed_s)
             log.info("request", extra={"method": method, "route": route, "status": response.status,
                                        "duration_ms": round(elapsed_s * 1000, 2)})
         body = response.encode()
@@ -113,7 +142,7 @@ class App:
                 if method == "POST":
                     request.form = _form(environ, self.services.settings)
                 return handler(request, **params)
-            caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
+            request.caller = caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
             account = authorize(session, caller, params.pop("AccountSid"), path)
             logs.add(account_sid=account.sid)
             if method == "POST":

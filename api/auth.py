@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 
 from sqlalchemy.orm import Session
@@ -27,8 +26,9 @@ def authenticate(session: Session, authorization: str | None) -> Account:
     if scheme.lower() != "basic":
         raise Unauthorized("Authentication Error - Basic credentials required")
     try:
+        # binascii.Error for bad base64; ValueError for non-ASCII text (a header in a strange encoding).
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         raise Unauthorized("Authentication Error - malformed credentials") from None
     sid, separator, token = decoded.partition(":")
     if not separator:

@@ -50,8 +50,10 @@ def upsert_feedback(session: Session, call: Call, quality_score: int, issues: li
 def _call(request: Request, account: Account, call_sid: str, provisional: bool = False) -> Call:
     """The account's call; with `provisional`, a call Twilio has not told us of yet is recorded from
     this post (its start: now) for Twilio's status callback to confirm (shared/migrations 0006)."""
+    if not is_sid(call_sid, CALL):  # names nothing; odd bytes (a NUL) never reach the database
+        raise NotFound(request.path)
     call = request.session.get(Call, call_sid)
-    if call is None and provisional and is_sid(call_sid, CALL):
+    if call is None and provisional:
         call = request.session.scalars(
             insert(Call).values(sid=call_sid, account_sid=account.sid, start_time=func.now(), provisional=True)
             .on_conflict_do_nothing().returning(Call)

@@ -1,6 +1,7 @@
 """gunicorn settings for the API (`gunicorn -c python:api.gunicorn_conf api.wsgi:application`)."""
 
 from shared.platform import metrics
+from shared.platform.config import get_settings
 
 # The largest request line gunicorn allows: the application's own, smaller limits answer first, in
 # Twilio's format (api/app.py).
@@ -24,3 +25,12 @@ logconfig_dict = {
 def child_exit(server, worker):
     # A dead worker's live gauges must not be summed into the next scrape.
     metrics.process_exited(worker.pid)
+
+
+def on_starting(server):
+    """METRICS_PORT: listen there too, on the host of the first --bind; the application answers only
+    /metrics and /healthz on that port, and no /metrics on the public one."""
+    port = get_settings().metrics_port
+    if port:
+        host = server.cfg.bind[0].rsplit(":", 1)[0] if ":" in server.cfg.bind[0] else "127.0.0.1"
+        server.cfg.set("bind", [*server.cfg.bind, f"{host}:{port}"])

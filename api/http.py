@@ -52,6 +52,7 @@ class Request:
     request_id: str
     environ: dict
     session: Any = None  # the request's sqlalchemy Session
+    caller: Any = None  # the authenticated Account (a parent acting on a subaccount's path: the parent)
     services: Any = None  # api.app.Services
     form: dict[str, list[str]] = field(default_factory=dict)
 

@@ -38,8 +38,9 @@ class Router:
             found = route.pattern.fullmatch(path)
             if found is None:
                 continue
-            handler = route.handlers.get(method)
+            # HEAD wherever GET is (RFC 9110): the same handler; the app sends no body.
+            handler = route.handlers.get("GET" if method == "HEAD" else method)
             if handler is None:
-                raise MethodNotAllowed(list(route.handlers))
+                raise MethodNotAllowed([*route.handlers, *(["HEAD"] if "GET" in route.handlers else [])])
             return route, handler, found.groupdict()
         raise NotFound(path)

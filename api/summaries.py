@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import BadRequest, NotFound
 from api.http import Request, Response
-from shared.accounts.sids import SUMMARY, new_sid
+from shared.accounts.sids import SUMMARY, is_sid, new_sid
 from shared.formats import parse_bool
 from shared.models import Account, FeedbackSummary, IdempotencyKey
 from shared.platform import logs, metrics
@@ -128,8 +128,6 @@ def create(request: Request, account: Account) -> Response:
     session, services = request.session, request.services
     params = parse_create(request)
     key = _idempotency_key(request)
-    # After validation: a refused request changes nothing, not even the account's rate count.
-    services.check_create_rate(account.sid)
     # Two rounds at most: a key whose summary is deleted between our insert and our read is free again.
     for _ in range(2):
         # A plain INSERT ... RETURNING: no unit-of-work bookkeeping on the hottest path.
@@ -143,6 +141,9 @@ def create(request: Request, account: Account) -> Response:
         replayed = _replay(session, account, key, params)
         if replayed is not None:
             return replayed
+    # Counted only now: a refused request or an idempotent replay uses none of the limit. The limit
+    # is the caller's, so a parent creating on its subaccounts' paths spends its own.
+    services.check_create_rate(request.caller.sid)
     record(session, summary.sid, "created", request.request_id, idempotency_key=key)
     after_commit(session, services.enqueue_summary, summary.sid)
     session.commit()
@@ -152,7 +153,8 @@ def create(request: Request, account: Account) -> Response:
 
 
 def _owned_summary(request: Request, account: Account, sid: str) -> FeedbackSummary:
-    summary = request.session.get(FeedbackSummary, sid)
+    # A malformed SID names nothing; checked first, so odd bytes (a NUL) never reach the database.
+    summary = request.session.get(FeedbackSummary, sid) if is_sid(sid, SUMMARY) else None
     if summary is None or summary.account_sid != account.sid:
         raise NotFound(request.path)
     return summary

@@ -283,10 +283,10 @@ def test_feedback_of_a_call_without_feedback_or_of_another_account_is_404(client
 @pytest.mark.parametrize("method, path, allow", [
     ("GET", "/2010-04-01/Accounts/{ac}/Calls/FeedbackSummary.json", "POST"),
     ("PUT", "/2010-04-01/Accounts/{ac}/Calls/FeedbackSummary.json", "POST"),
-    ("POST", "/2010-04-01/Accounts/{ac}/Calls/FeedbackSummary/FS{zeros}.json", "DELETE, GET"),
-    ("PATCH", "/2010-04-01/Accounts/{ac}/Calls/FeedbackSummary/FS{zeros}.json", "DELETE, GET"),
-    ("DELETE", "/2010-04-01/Accounts/{ac}/Calls/CA{zeros}/Feedback.json", "GET, POST"),
-    ("POST", "/healthz", "GET"),
+    ("POST", "/2010-04-01/Accounts/{ac}/Calls/FeedbackSummary/FS{zeros}.json", "DELETE, GET, HEAD"),
+    ("PATCH", "/2010-04-01/Accounts/{ac}/Calls/FeedbackSummary/FS{zeros}.json", "DELETE, GET, HEAD"),
+    ("DELETE", "/2010-04-01/Accounts/{ac}/Calls/CA{zeros}/Feedback.json", "GET, HEAD, POST"),
+    ("POST", "/healthz", "GET, HEAD"),
 ])
 def test_a_known_path_with_another_method_is_405_with_allow(client, world, engine, redis_client, method, path, allow):
     parent = world["parent"]

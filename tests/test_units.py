@@ -29,7 +29,7 @@ def test_router_tells_404_from_405_and_lists_allowed_methods():
     assert handler is fetch and params == {"Sid": "FS1"}
     with pytest.raises(MethodNotAllowed) as raised:
         router.match("POST", "/A/FS1.json")
-    assert dict(raised.value.headers) == {"Allow": "DELETE, GET"}
+    assert dict(raised.value.headers) == {"Allow": "DELETE, GET, HEAD"}
     for path in ("/A/FS1.jsonx", "/A/x/y.json", "/A/.json", "/a/FS1.json"):
         with pytest.raises(NotFound):
             router.match("GET", path)

@@ -95,6 +95,7 @@ class Settings:
     auth_token_keys: tuple[str, ...]
     metrics_dir: Path  # prometheus_client's multiprocess files, shared by this machine's processes
     worker_metrics_port: int | None  # a worker serves /metrics itself on this port (machines without an API)
+    metrics_port: int | None  # the API serves /metrics on this port only, away from its public one
     max_body_bytes: int
     max_form_fields: int
     idempotency_window_s: int
@@ -128,6 +129,7 @@ class Settings:
             auth_token_keys=_list(env, "AUTH_TOKEN_KEYS"),
             metrics_dir=Path(env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or data_dir / "metrics").absolute(),
             worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
+            metrics_port=_port(env, "METRICS_PORT"),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
             max_form_fields=_int(env, "MAX_FORM_FIELDS", 100),
             idempotency_window_s=_int(env, "IDEMPOTENCY_WINDOW_S", 24 * 3600),
