@@ -116,6 +116,11 @@ def _import(args: argparse.Namespace, load) -> None:
 
 
 def calls(args: argparse.Namespace) -> None:
+    if args.action == "sync":
+        from cli.sync import sync
+
+        print(sync(args.account, args.since, args.until, args.batch_size))
+        return
     _import(args, import_calls)
 
 

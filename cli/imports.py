@@ -3,13 +3,17 @@
 Rows are checked in Python (so a bad one is reported with its line number), streamed with COPY
 into a temporary staging table, checked against the database in a few set-based queries, and
 moved into place in the same transaction. Any error rolls the whole file back.
+
+Calls read from Twilio by `summaries calls sync` (cli/sync.py) take the same path, load_calls, with
+Twilio's conflict rules instead of the file's.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-from typing import IO, Iterator
+from dataclasses import dataclass
+from typing import IO, Iterable, Iterator
 
 from sqlalchemy import Connection
 
@@ -109,21 +113,55 @@ def _check(connection: Connection, sql: str, message: str) -> None:
         raise ImportFailed(bad[0], message.format(*bad))
 
 
-def import_calls(connection: Connection, file: IO[str]) -> int:
-    """Load calls; a call already present with the same account and time is skipped (re-import is safe),
-    a provisional one is confirmed."""
+@dataclass(frozen=True)
+class CallsLoaded:
+    """What loading calls did: rows staged, calls inserted, calls already there that changed."""
+
+    rows: int
+    inserted: int
+    changed: int
+
+    @property
+    def unchanged(self) -> int:
+        return self.rows - self.inserted - self.changed
+
+
+def load_calls(connection: Connection, calls: Iterable[tuple[int, str, str, dt.datetime]],
+               mode: str = "file") -> CallsLoaded:
+    """Stage (line, sid, account_sid, start_time) rows with COPY, then move them into `calls` with a few
+    set-based statements, in the caller's transaction. The SIDs must be checked ones (is_sid): they go
+    to COPY unescaped. The one loading path of the CSV import and of `calls sync`; `mode` says whose
+    word the rows are:
+
+    'file', a CSV import, all or nothing: a call already present with the same account and time is
+    skipped (re-import is safe), a provisional one is confirmed; a call twice in the input, or present
+    with another account or start_time, fails the load.
+    'twilio', Twilio's Calls API, authoritative for its own calls: an absent call is inserted; a present
+    one takes Twilio's account and start_time and is no longer provisional (moved to another account,
+    the feedback posted under the old one is dropped: migration 0006). A call already so is not
+    written at all, so a second sync of the same calls changes nothing. Of a call twice, the last wins.
+    """
+    if mode not in ("file", "twilio"):
+        raise ValueError(f"unknown mode {mode!r}")
     connection.exec_driver_sql(
         "CREATE TEMP TABLE staged_calls (line int, sid text, account_sid text, start_time timestamptz) ON COMMIT DROP"
     )
     # SIDs are checked to be hex and timestamps re-printed by Python: nothing in them needs escaping.
-    lines = (f"{line}\t{sid}\t{account}\t{start.isoformat()}\n" for line, sid, account, start in _calls(file))
+    lines = (f"{line}\t{sid}\t{account}\t{start.isoformat()}\n" for line, sid, account, start in calls)
     count = _copy_lines(connection, "staged_calls", "line, sid, account_sid, start_time", lines)
     _check(connection, "SELECT s.line, s.account_sid FROM staged_calls s LEFT JOIN accounts a ON a.sid = s.account_sid "
                        "WHERE a.sid IS NULL ORDER BY s.line LIMIT 1", "account {1} does not exist")
+    loaded = (_place_file_calls if mode == "file" else _upsert_twilio_calls)(connection, count)
+    connection.exec_driver_sql("DROP TABLE staged_calls")  # a second load in this transaction may follow
+    return loaded
+
+
+def _place_file_calls(connection: Connection, count: int) -> CallsLoaded:
     inserted = connection.exec_driver_sql(
         "INSERT INTO calls (sid, account_sid, start_time) SELECT sid, account_sid, start_time FROM staged_calls "
         "ON CONFLICT (sid) DO NOTHING"
     ).rowcount
+    changed = 0
     if inserted < count:
         # Some rows were skipped: identical re-imports are fine, anything else fails the whole file
         # (the caller's transaction rolls back what was inserted). Checked only then: the common
@@ -132,15 +170,34 @@ def import_calls(connection: Connection, file: IO[str]) -> int:
                            "LIMIT 1", "call {1} appears twice in the file")
         # A call known only from its feedback (provisional) is confirmed by the file, which may move it
         # to another account: the feedback posted under the wrong one is then dropped (migration 0006).
-        connection.exec_driver_sql(
+        changed = connection.exec_driver_sql(
             "UPDATE calls c SET account_sid = s.account_sid, start_time = s.start_time, provisional = false "
             "FROM staged_calls s WHERE c.sid = s.sid AND c.provisional"
-        )
+        ).rowcount
         _check(connection, "SELECT s.line, s.sid FROM staged_calls s JOIN calls c ON c.sid = s.sid WHERE "
                            "(c.account_sid, c.start_time) IS DISTINCT FROM (s.account_sid, s.start_time) "
                            "ORDER BY s.line LIMIT 1", "call {1} already exists with another account or start_time")
-    connection.exec_driver_sql("DROP TABLE staged_calls")  # a second import in this transaction may follow
-    return count
+    return CallsLoaded(count, inserted, changed)
+
+
+def _upsert_twilio_calls(connection: Connection, count: int) -> CallsLoaded:
+    # One statement, so a status callback recording the same call meanwhile cannot slip between an
+    # update and an insert. Sorted by SID: concurrent syncs lock rows in the same order. A row this
+    # statement inserted has xmax 0; one it updated carries the updating transaction's id there.
+    inserted, changed = connection.exec_driver_sql(
+        "WITH written AS (INSERT INTO calls (sid, account_sid, start_time) "
+        "SELECT DISTINCT ON (sid) sid, account_sid, start_time FROM staged_calls ORDER BY sid, line DESC "
+        "ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, start_time = excluded.start_time, "
+        "provisional = false WHERE (calls.account_sid, calls.start_time, calls.provisional) "
+        "IS DISTINCT FROM (excluded.account_sid, excluded.start_time, false) RETURNING xmax = 0 AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+    ).one()
+    return CallsLoaded(count, inserted, changed)
+
+
+def import_calls(connection: Connection, file: IO[str]) -> int:
+    """Load calls from CSV, all or nothing (load_calls, mode 'file'); returns the rows loaded."""
+    return load_calls(connection, _calls(file), "file").rows
 
 
 def import_feedback(connection: Connection, file: IO[str]) -> int:

@@ -47,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
         group = commands.add_parser(name, help=f"bulk-load {name}").add_subparsers(dest="action", required=True)
         load = group.add_parser("import", help=f"load a CSV file with header {columns}; all or nothing")
         load.add_argument("file", type=Path)
+        if name == "calls":
+            sync = group.add_parser("sync", help="backfill an account's calls from Twilio's Calls API "
+                                                 "(TWILIO_API_BASE_URL); running it again adds nothing")
+            sync.add_argument("--account", required=True, metavar="AC...", help="an account stored here, whose "
+                              "credentials (or TWILIO_API_KEY/TWILIO_API_SECRET) read its calls")
+            sync.add_argument("--since", required=True, metavar="YYYY-MM-DD",
+                              help="calls that started on this day (UTC) or later")
+            sync.add_argument("--until", metavar="YYYY-MM-DD", help="through the end of this day (UTC); default today")
+            sync.add_argument("--batch-size", type=int, metavar="N",
+                              help="calls stored per committed batch (default 10000)")
 
     status = commands.add_parser("status", help="queues, summaries by status, deliveries, workers")
     status.add_argument("--json", action="store_true")

@@ -28,6 +28,19 @@ class Received:
     at: float  # time.monotonic() when it arrived
 
 
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """A threading HTTP server on a free loopback port, serving from a daemon thread, and its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass  # no access log on the tests' stderr
+
+
 class Receiver:
     def __init__(self):
         self.scripts: dict[str, list[Reply]] = {}
@@ -35,7 +48,7 @@ class Receiver:
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             disable_nagle_algorithm = True  # headers and body go out as separate writes
             def _handle(self):
                 arrived = time.monotonic()
@@ -63,13 +76,7 @@ class Receiver:
 
             do_GET = do_POST = _handle
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.base_url = serve(Handler)
 
     def script(self, path: str, *replies: Reply) -> str:
         """Answer `path` with these replies in order, the last one from then on; returns its URL."""

@@ -8,9 +8,9 @@ import io
 import pytest
 from sqlalchemy import text
 
-from cli.imports import ImportFailed, import_calls, import_feedback
+from cli.imports import ImportFailed, import_calls, import_feedback, load_calls
 from shared.accounts.sids import CALL, new_sid
-from tests.support import make_account, make_calls, snapshot
+from tests.support import add_feedback, make_account, make_calls, snapshot
 
 UTC = dt.timezone.utc
 
@@ -123,4 +123,32 @@ def test_a_bad_feedback_row_is_reported_with_its_line_and_nothing_is_loaded(engi
     before = snapshot(engine)
     with pytest.raises(ImportFailed, match=f"^line 5: .*{reason}"):
         load(engine, import_feedback, "\n".join(lines) + "\n")
+    assert snapshot(engine) == before
+
+
+def test_twilio_mode_inserts_corrects_confirms_and_moves_calls_and_counts_what_it_wrote(engine, account):
+    other = make_account(engine)
+    day = dt.datetime(2024, 1, 2, tzinfo=UTC)
+    same, corrected, moved = make_calls(engine, account, [day, day, day])
+    provisional = new_sid(CALL)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO calls (sid, account_sid, start_time, provisional) "
+                                "VALUES (:sid, :account, :day, true)"), {"sid": provisional, "account": account.sid,
+                                                                        "day": day})
+    add_feedback(engine, moved, account, 3, [], day)
+    new, later = new_sid(CALL), day + dt.timedelta(minutes=5)
+    batch = [(1, same, account.sid, day), (2, corrected, account.sid, later), (3, moved, other.sid, day),
+             (4, provisional, account.sid, later), (5, new, account.sid, day), (6, new, account.sid, later)]
+    with engine.begin() as connection:
+        loaded = load_calls(connection, batch, "twilio")
+    assert (loaded.rows, loaded.inserted, loaded.changed, loaded.unchanged) == (6, 1, 3, 2)
+    assert sorted(rows(engine, "SELECT sid, account_sid, start_time, provisional FROM calls")) == sorted([
+        (same, account.sid, day, False), (corrected, account.sid, later, False), (moved, other.sid, day, False),
+        (provisional, account.sid, later, False), (new, account.sid, later, False)])  # of a call twice, the last
+    assert rows(engine, "SELECT count(*) FROM call_feedback") == [(0,)]  # posted under the account it left
+
+    before = snapshot(engine)
+    with engine.begin() as connection:
+        again = load_calls(connection, batch, "twilio")
+    assert (again.inserted, again.changed, again.unchanged) == (0, 0, 6)
     assert snapshot(engine) == before
