@@ -9,6 +9,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cli.terminal import safe
 from shared.callbacks import deliveries
 from shared.callbacks.state import DeliveryState
 from shared.models import CallbackDelivery
@@ -62,13 +63,13 @@ def redeliver(args: argparse.Namespace, out=print) -> int:
         if args.sids:
             missing = set(args.sids) - {d.summary_sid for d in chosen}
             for sid in sorted(missing):
-                out(f"{sid}: no finished delivery (none, or still pending)")
+                out(f"{safe(sid)}: no finished delivery (none, or still pending)")
         for delivery in chosen:
             action = "would send" if args.dry_run else "sending"
-            out(f"{delivery.summary_sid}: {action} {delivery.method} {delivery.url} ({delivery.state} after "
+            out(f"{delivery.summary_sid}: {action} {delivery.method} {safe(delivery.url)} ({delivery.state} after "
                 f"{delivery.attempts} attempts; token {delivery.idempotency_token})")
             if args.dry_run:
-                out("  " + "&".join(f"{k}={v}" for k, v in sorted(delivery.params.items())))
+                out("  " + safe("&".join(f"{k}={v}" for k, v in sorted(delivery.params.items()))))
                 continue
             deliveries.redeliver(session, delivery, budget, actor)
             session.commit()  # sends it

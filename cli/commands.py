@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from cli.accounts import AccountError, create_account
 from cli.imports import ImportFailed, import_calls, import_feedback
 from cli.seed import seed as seed_account
+from cli.terminal import safe
 from shared.models import Account
 from shared.platform.config import get_settings
 from shared.platform.db import database_url, get_engine
@@ -104,7 +105,7 @@ def _token_action(args: argparse.Namespace) -> None:
 
 def _import(args: argparse.Namespace, load) -> None:
     try:
-        with get_engine().begin() as connection, args.file.open(newline="", encoding="utf-8") as file:
+        with get_engine().begin() as connection, args.file.open(newline="", encoding="utf-8-sig") as file:
             count = load(connection, file)
     except FileNotFoundError:
         raise CommandError(f"{args.file}: no such file") from None
@@ -119,7 +120,7 @@ def calls(args: argparse.Namespace) -> None:
     if args.action == "sync":
         from cli.sync import sync
 
-        print(sync(args.account, args.since, args.until, args.batch_size))
+        print(safe(sync(args.account, args.since, args.until, args.batch_size)))
         return
     _import(args, import_calls)
 
@@ -150,7 +151,7 @@ def callbacks(args: argparse.Namespace) -> None:
         print(f"{'summary':<34}  {'state':<9}  {'tries':>5}  {'last error':<24}  url")
         for row in rows:
             print(f"{row['summary_sid']:<34}  {row['state']:<9}  {row['attempts']:>5}  "
-                  f"{(row['last_error'] or '')[:24]:<24}  {row['method']} {row['url']}")
+                  f"{safe((row['last_error'] or '')[:24]):<24}  {row['method']} {safe(row['url'])}")
         return
     if args.rate <= 0:
         raise CommandError("--rate must be positive")
@@ -194,7 +195,7 @@ def status(args: argparse.Namespace) -> None:
     print("workers" + ("" if found["workers"] else "  none answered a ping"))
     for worker in found["workers"]:
         running = ", ".join(f"{t['task']} {t['sid']}" for t in worker["running"]) or "idle"
-        print(f"  {worker['name']:<40} {running}")
+        print(f"  {safe(worker['name']):<40} {safe(running)}")
 
 
 def jobs(args: argparse.Namespace) -> None:
@@ -208,7 +209,7 @@ def jobs(args: argparse.Namespace) -> None:
     for row in rows:
         note = row["failure_reason"] or row["claimed_by"] or ""
         print(f"{row['sid']:<34}  {row['status']:<11}  {_when(row['date_created']):<19}  {row['attempts']:>5}  "
-              f"{row['callback'] or '-':<9}  {note[:60]}")
+              f"{row['callback'] or '-':<9}  {safe(note[:60])}")
 
 
 def show(args: argparse.Namespace) -> int:
@@ -226,15 +227,16 @@ def show(args: argparse.Namespace) -> int:
               f"{'  with subaccounts' if summary['include_subaccounts'] else ''}")
         print(f"  request id {summary['request_id']}")
         if summary["failure_reason"]:
-            print(f"  failure    {summary['failure_reason']}")
+            print(f"  failure    {safe(summary['failure_reason'])}")
         if summary["callback"]:
             callback = summary["callback"]
-            print(f"  callback   {callback['method']} {callback['url']}: {callback['state']} after "
+            print(f"  callback   {callback['method']} {safe(callback['url'])}: {callback['state']} after "
                   f"{callback['attempts']} attempts")
         for entry in summary["timeline"]:
             extra = {k: v for k, v in entry.items() if k not in ("at", "what", "by") and v is not None}
-            by = f" by {entry['by']}" if entry.get("by") else ""
-            details = "  " + ", ".join(f"{k}={v}" for k, v in extra.items()) if extra else ""
+            # A receiver's answer and error, a worker's or operator's name: shown, never obeyed.
+            by = f" by {safe(entry['by'])}" if entry.get("by") else ""
+            details = "  " + ", ".join(f"{k}={safe(v)}" for k, v in extra.items()) if extra else ""
             print(f"  {_when(entry['at'])}  {entry['what']}{by}{details}")
     return 0 if all(found.values()) else 1
 

@@ -42,18 +42,34 @@ def _timestamp(raw: str, line: int, column: str) -> dt.datetime:
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
+def _records(reader) -> Iterator[list[str]]:
+    """The reader's records; a row the csv module refuses (a field over its size limit, a quote
+    never closed) fails the import naming the row, not with a traceback."""
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ImportFailed(reader.line_num, f"unreadable CSV row ({error})") from None
+        yield record
+
+
 def _rows(file: IO[str], columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
     reader = csv.reader(file)
-    header = next(reader, None)
+    records = _records(reader)
+    header = next(records, None)
     if header is None:
         raise ImportFailed(1, "the file is empty; expected a header " + ",".join(columns))
-    header = [name.strip().lower() for name in header]
+    # A UTF-8 byte order mark (spreadsheets write one) is not part of the first column's name.
+    header = [name.lstrip("\ufeff").strip().lower() if i == 0 else name.strip().lower()
+              for i, name in enumerate(header)]
     missing = [name for name in columns if name not in header]
     if missing:
         raise ImportFailed(1, f"header lacks {', '.join(missing)}; expected {','.join(columns)}")
     positions = [header.index(name) for name in columns]
     width = max(positions)
-    for record in reader:
+    for record in records:
         line = reader.line_num
         if not record:
             continue

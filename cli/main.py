@@ -117,16 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import OperationalError
 
     from cli import commands
+    from cli.terminal import safe
 
     try:
         return getattr(commands, args.command)(args) or 0
     except commands.CommandError as error:
-        print(f"summaries {args.command}: {error}", file=sys.stderr)
+        # One line, whatever the message quotes (a file's row, Twilio's answer).
+        print(f"summaries {args.command}: {safe(error)}", file=sys.stderr)
         return 2
     except OperationalError as error:
         # The one failure an operator can act on without a traceback: say which database, and why.
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        print(f"summaries {args.command}: cannot reach the database: {reason}", file=sys.stderr)
+        print(f"summaries {args.command}: cannot reach the database: {safe(reason)}", file=sys.stderr)
         return 2
 
 
