@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import feedback, health, summaries, voice_status
 from api.auth import authenticate, authorize
 from api.errors import ApiError, BadRequest, InternalError, ServiceUnavailable
-from api.http import FORM_TYPE, Request, Response, parse_form, read_body
+from api.http import FORM_TYPE, Request, Response, deadline, parse_form, read_body
 from api.routing import Router
 from shared.platform import logs, metrics
 from shared.platform.config import Settings
@@ -70,8 +70,7 @@ def build_metrics_router() -> Router:
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _form(environ: dict, settings: Settings) -> dict[str, list[str]]:
-    body = read_body(environ, settings.max_body_bytes)
+def _form(body: bytes, environ: dict, settings: Settings) -> dict[str, list[str]]:
     if not body:
         return {}
     content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
@@ -136,15 +135,20 @@ class App:
         return [body] if body and method != "HEAD" else []
 
     def handle(self, environ: dict, method: str, path: str, request_id: str, route, handler, params) -> Response:
+        settings = self.services.settings
+        body = b""
+        if method == "POST":
+            # Whole, within its deadline, before any database connection is taken: a client that
+            # sends its body slowly holds a greenlet, never one of the pool's connections.
+            with deadline(settings.request_body_timeout_s):
+                body = read_body(environ, settings.max_body_bytes)
         with self.services.sessions() as session:
             request = Request(method, path, request_id, environ, session=session, services=self.services)
             if not route.authenticated:
-                if method == "POST":
-                    request.form = _form(environ, self.services.settings)
+                request.form = _form(body, environ, settings)
                 return handler(request, **params)
             request.caller = caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
             account = authorize(session, caller, params.pop("AccountSid"), path)
             logs.add(account_sid=account.sid)
-            if method == "POST":
-                request.form = _form(environ, self.services.settings)
+            request.form = _form(body, environ, settings)
             return handler(request, account, **params)

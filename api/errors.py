@@ -64,6 +64,15 @@ class MethodNotAllowed(ApiError):
         self.headers = (("Allow", ", ".join(sorted(allowed))),)
 
 
+class RequestTimeout(ApiError):
+    """The request body did not arrive within REQUEST_BODY_TIMEOUT_S."""
+
+    status, code = 408, 20408
+
+    def __init__(self, timeout_s: float):
+        super().__init__(f"Request body not received within {timeout_s:g} seconds")
+
+
 class PayloadTooLarge(ApiError):
     """The request body is over the configured cap."""
 

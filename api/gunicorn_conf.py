@@ -1,7 +1,23 @@
-"""gunicorn settings for the API (`gunicorn -c python:api.gunicorn_conf api.wsgi:application`)."""
+"""gunicorn settings for the API (`gunicorn -c python:api.gunicorn_conf api.wsgi:application`).
+
+Slow clients must not occupy the server. Sync and threaded workers give each connection a worker
+or a thread while it sends its headers, with no deadline: four connections dripping one byte every
+2 s kept /healthz unanswered. gevent workers hold a connection in a greenlet instead, a thousand per
+process, and read the request line and headers under a deadline (gunicorn's `keepalive` is that
+deadline for the gevent worker); the application reads the body under its own (api/http.py).
+
+Nothing here may import psycopg (nor SQLAlchemy's engine): psycopg cooperates with gevent only when
+it is first imported after the worker has patched the standard library, so never run with --preload.
+"""
 
 from shared.platform import metrics
 from shared.platform.config import get_settings
+
+worker_class = "gevent"
+worker_connections = 1000  # per process: slow clients cost a greenlet each, not a worker
+# gevent worker: the whole request line and headers must arrive within this (and an idle keep-alive
+# connection is closed after it). Must be > 0: at 0 gunicorn reads headers with no deadline at all.
+keepalive = get_settings().request_header_timeout_s
 
 # The largest request line gunicorn allows: the application's own, smaller limits answer first, in
 # Twilio's format (api/app.py).
@@ -34,3 +50,12 @@ def on_starting(server):
     if port:
         host = server.cfg.bind[0].rsplit(":", 1)[0] if ":" in server.cfg.bind[0] else "127.0.0.1"
         server.cfg.set("bind", [*server.cfg.bind, f"{host}:{port}"])
+
+
+def post_worker_init(worker):
+    """Refuse to serve if psycopg was imported before gevent patched this worker: its C wait
+    function would then block the whole process on every query."""
+    import psycopg.waiting
+
+    if worker_class == "gevent" and psycopg.waiting.wait.__name__ == "wait_c":
+        raise RuntimeError("psycopg was imported before gevent patched the worker (is --preload set?)")

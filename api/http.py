@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
-from api.errors import BadRequest, PayloadTooLarge
+from api.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Raise RequestTimeout if the block takes longer, where the server can interrupt a read: under
+    gevent (the Procfile's server). Elsewhere (tests in process, a sync server) it only runs the block."""
+    try:
+        from gevent import Timeout
+        from gevent.monkey import is_module_patched
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        yield
+        return
+    if not is_module_patched("socket"):
+        yield
+        return
+    with Timeout(seconds, RequestTimeout(seconds)):
+        yield
 
 
 def read_body(environ: dict, max_bytes: int) -> bytes:

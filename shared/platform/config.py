@@ -97,6 +97,8 @@ class Settings:
     worker_metrics_port: int | None  # a worker serves /metrics itself on this port (machines without an API)
     metrics_port: int | None  # the API serves /metrics on this port only, away from its public one
     max_body_bytes: int
+    request_header_timeout_s: int  # the request line and headers must arrive within this (gunicorn keepalive)
+    request_body_timeout_s: float  # and the body within this, or 408
     max_form_fields: int
     idempotency_window_s: int
     enqueue_timeout_s: float
@@ -131,6 +133,8 @@ class Settings:
             worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
             metrics_port=_port(env, "METRICS_PORT"),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
+            request_header_timeout_s=_int(env, "REQUEST_HEADER_TIMEOUT_S", 5),
+            request_body_timeout_s=_float(env, "REQUEST_BODY_TIMEOUT_S", 10.0),
             max_form_fields=_int(env, "MAX_FORM_FIELDS", 100),
             idempotency_window_s=_int(env, "IDEMPOTENCY_WINDOW_S", 24 * 3600),
             enqueue_timeout_s=_float(env, "ENQUEUE_TIMEOUT_S", 2.0),
