@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
 
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 from api.errors import BadRequest, NotFound
 from api.http import Request, Response
 from shared.accounts.sids import SUMMARY, is_sid, new_sid
+from shared.callbacks import url as callback_url
 from shared.formats import parse_bool
 from shared.models import Account, FeedbackSummary, IdempotencyKey
 from shared.platform import logs, metrics
@@ -26,7 +26,6 @@ from shared.summaries.representation import summary_resource
 DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 # The window's end is EndDate + 1 day; keep every date where that arithmetic cannot overflow.
 EARLIEST_DATE, LATEST_DATE = dt.date(1970, 1, 1), dt.date(9999, 12, 30)
-MAX_CALLBACK_URL_CHARS = 2048
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
@@ -63,15 +62,9 @@ def _callback_url(raw: str | None) -> str | None:
     if raw is None or not raw.strip():
         return None
     raw = raw.strip()
-    if len(raw) > MAX_CALLBACK_URL_CHARS:
-        raise BadRequest(f"StatusCallback must be at most {MAX_CALLBACK_URL_CHARS} characters")
-    try:
-        parts = urlsplit(raw)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a malformed port or IPv6 literal
-        valid = False
-    if not valid or any(ch.isspace() or ord(ch) < 32 for ch in raw):
-        raise BadRequest("StatusCallback must be an absolute http or https URL")
+    refused = callback_url.problem(raw)
+    if refused:
+        raise BadRequest(refused)
     return raw
 
 

@@ -9,12 +9,12 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cli.terminal import safe
 from shared.callbacks import deliveries
 from shared.callbacks.state import DeliveryState
 from shared.models import CallbackDelivery
 from shared.platform.config import get_settings
 from shared.platform.db import get_engine
+from shared.safe_text import safe
 from shared.summaries.events import operator
 
 

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 from cli.accounts import AccountError, create_account
 from cli.imports import ImportFailed, import_calls, import_feedback
 from cli.seed import seed as seed_account
-from cli.terminal import safe
 from shared.models import Account
 from shared.platform.config import get_settings
 from shared.platform.db import database_url, get_engine
+from shared.safe_text import safe
 
 
 class CommandError(Exception):

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import OperationalError
 
     from cli import commands
-    from cli.terminal import safe
+    from shared.safe_text import safe
 
     try:
         return getattr(commands, args.command)(args) or 0

@@ -26,6 +26,7 @@ from shared.platform.embedded import EmbeddedRedis, inherit_urls_env
 DEMO_NAME = "Demo account"
 DEMO_DAYS = 30
 STOP_TIMEOUT_S = 20
+RESTART_MAX_S, RESTART_RESET_S = 30.0, 60.0
 
 
 def ensure_demo(url: str) -> Account:
@@ -104,6 +105,29 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
             process.kill()
 
 
+class Restarts:
+    """When a child that exited may be started again: at once, unless it died within a minute of its
+    last start; then after a pause that doubles each time (1, 2, 4 ... RESTART_MAX_S seconds)."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.pause_s: dict[str, float] = {}
+        self.last_start: dict[str, float] = {}
+        self.not_before: dict[str, float] = {}
+
+    def due(self, name: str) -> bool:
+        now = self.clock()
+        if name not in self.not_before:  # just seen exiting: schedule its start
+            quick = now - self.last_start.get(name, -RESTART_RESET_S) < RESTART_RESET_S
+            self.pause_s[name] = min(RESTART_MAX_S, max(1.0, 2 * self.pause_s.get(name, 0.5))) if quick else 0.0
+            self.not_before[name] = now + self.pause_s[name]
+        if now < self.not_before[name]:
+            return False
+        del self.not_before[name]
+        self.last_start[name] = now
+        return True
+
+
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     embedded_redis = None
@@ -127,9 +151,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     env = inherit_urls_env(db_url, broker)
+    commands = dict(_children(args, settings.data_dir))
     # Own sessions: Ctrl-C reaches only us, and we stop the children in order, gracefully.
-    processes = {name: subprocess.Popen(command, env=env, start_new_session=True)
-                 for name, command in _children(args, settings.data_dir)}
+    processes = {name: subprocess.Popen(command, env=env, start_new_session=True) for name, command in commands.items()}
+    restarts = Restarts()
     base_url = f"http://{args.host}:{args.port}"
     status = 0
     try:
@@ -138,11 +163,12 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(_banner(base_url, demo), flush=True)
         while not stopping:
-            exited = [name for name, process in processes.items() if process.poll() is not None]
-            if exited:
-                print(f"{', '.join(exited)} exited; stopping everything", file=sys.stderr)
-                status = 1
-                break
+            for name, process in processes.items():
+                if process.poll() is not None and restarts.due(name):
+                    # A worker that died (a crash, a kill, Redis gone under it) is started again, with
+                    # a growing pause if it keeps dying: one part's failure never stops the others.
+                    print(f"{name} exited ({process.returncode}); starting it again", file=sys.stderr, flush=True)
+                    processes[name] = subprocess.Popen(commands[name], env=env, start_new_session=True)
             time.sleep(0.3)
     finally:
         print("stopping...", file=sys.stderr, flush=True)

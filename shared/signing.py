@@ -6,14 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from urllib.parse import urlencode, urlsplit
-
-
-def request_target(url: str, method: str, params: dict[str, str]) -> tuple[str, dict[str, str] | None]:
-    """The URL to request and the form body: GET carries the parameters in the query string."""
-    if method == "GET":
-        return url + ("&" if urlsplit(url).query else "?") + urlencode(params), None
-    return url, params
 
 
 def signature(auth_token: str, url: str, post_params: dict[str, str] | None) -> str:

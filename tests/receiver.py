@@ -16,6 +16,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay_s: float = 0.0
     body: bytes = b"ok"
+    drip_s: float = 0.0  # > 0: the whole answer, status line first, one byte at a time this far apart
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,13 @@ class Received:
     at: float  # time.monotonic() when it arrived
 
 
-def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
-    """A threading HTTP server on a free loopback port, serving from a daemon thread, and its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> tuple[ThreadingHTTPServer, str]:
+    """A threading HTTP server on a free loopback port (127.0.0.2 is another destination), serving
+    from a daemon thread, and its base URL."""
+    server = ThreadingHTTPServer((host, 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return server, f"http://{host}:{server.server_address[1]}"
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -42,7 +44,7 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 class Receiver:
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.scripts: dict[str, list[Reply]] = {}
         self.received: list[Received] = []
         self._lock = threading.Lock()
@@ -65,6 +67,15 @@ class Receiver:
                     reply = script.pop(0) if len(script) > 1 else (script[0] if script else Reply())
                 time.sleep(reply.delay_s)
                 try:
+                    if reply.drip_s:
+                        raw = (f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(reply.body)}\r\n\r\n".encode()
+                               + reply.body)
+                        for i in range(len(raw)):
+                            self.wfile.write(raw[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.drip_s)
+                        self.close_connection = True
+                        return
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
@@ -76,7 +87,7 @@ class Receiver:
 
             do_GET = do_POST = _handle
 
-        self.server, self.base_url = serve(Handler)
+        self.server, self.base_url = serve(Handler, host)
 
     def script(self, path: str, *replies: Reply) -> str:
         """Answer `path` with these replies in order, the last one from then on; returns its URL."""

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 from email.utils import format_datetime
 
 import fakeredis
 import pytest
 from twilio.request_validator import RequestValidator
 
-from worker.circuit import CircuitBreaker
+from shared.callbacks import url as callback_url
+from shared.callbacks.url import request_target
+from shared.signing import signature
+from worker.circuit import CircuitBreaker, Slots
 from worker.retry_policy import Outcome, backoff_s, classify, next_delay_s, retry_after_s
-from shared.signing import request_target, signature
 from worker.ssrf import is_forbidden
 
 TOKEN = "12345678901234567890123456789012"
@@ -87,9 +90,83 @@ def test_allowed_networks_open_exactly_those_networks():
 
 
 def test_the_circuit_opens_after_consecutive_failures_and_a_success_closes_it():
-    breaker = CircuitBreaker(fakeredis.FakeRedis(), threshold=3, cooldown_s=60)
+    breaker = CircuitBreaker(fakeredis.FakeRedis(), threshold=3, cooldown_s=60, probe_lease_s=30)
     assert [breaker.record_failure("h") for _ in range(3)] == [False, False, True]
-    assert 59 < breaker.open_for_s("h") <= 60 and breaker.open_for_s("other") == 0
+    assert 59 < breaker.wait_s("h") <= 60 and breaker.wait_s("other") == 0
     breaker.record_success("h")
-    assert breaker.open_for_s("h") == 0
+    assert breaker.wait_s("h") == 0
     assert breaker.record_failure("h") is False  # the count started again
+
+
+def test_half_open_lets_exactly_one_attempt_through_and_its_outcome_decides():
+    client = fakeredis.FakeRedis()
+    breaker = CircuitBreaker(client, threshold=2, cooldown_s=0.05, probe_lease_s=30)
+    breaker.record_failure("acct:ip")
+    assert breaker.record_failure("acct:ip") is True
+    time.sleep(0.1)  # the cooldown (50 ms) is over: half-open
+    waits = [breaker.wait_s("acct:ip") for _ in range(8)]
+    assert waits[0] == 0 and all(w >= 1 for w in waits[1:])  # one probe; the other seven wait
+    assert breaker.record_failure("acct:ip") is True  # the probe failed: open again at once
+    assert breaker.wait_s("acct:ip") > 0
+    time.sleep(0.1)
+    assert breaker.wait_s("acct:ip") == 0
+    breaker.record_success("acct:ip")  # the probe succeeded: closed for everyone
+    assert [breaker.wait_s("acct:ip") for _ in range(3)] == [0, 0, 0]
+    assert breaker.wait_s("other-account:ip") == 0  # per account and destination
+
+
+def test_slots_of_a_dead_holder_free_themselves_and_a_full_key_is_named(redis_client):
+    slots = Slots(redis_client, lease_s=0.3)
+    limits = {"destination:203.0.113.7": 2, "account:AC1": 5}
+    assert slots.acquire("a", limits) is None and slots.acquire("b", limits) is None
+    assert slots.acquire("c", limits) == "destination:203.0.113.7"  # full: nothing taken for c
+    assert redis_client.zcard("cfs:slots:account:AC1") == 2
+    # a and b die holding their slots (never released); traffic keeps coming: the slots expire anyway.
+    for _ in range(5):
+        slots.acquire("probe", limits)
+        slots.release("probe", list(limits))
+    time.sleep(0.35)
+    assert slots.acquire("d", limits) is None
+    slots.release("d", list(limits))
+    assert redis_client.zcard("cfs:slots:destination:203.0.113.7") == 0
+
+
+def test_one_accounts_share_is_bounded_so_another_account_always_finds_a_slot(redis_client):
+    slots = Slots(redis_client, lease_s=60)
+    taken = [slots.acquire(f"a{i}", {"destination:198.51.100.1": 32, "account:ACslow": 4}) for i in range(30)]
+    assert taken[:4] == [None] * 4 and set(taken[4:]) == {"account:ACslow"}
+    assert slots.acquire("b", {"destination:198.51.100.2": 32, "account:ACfast": 4}) is None
+
+
+@pytest.mark.parametrize("url, words", [
+    ("https://example.com/hook#frag", "fragment"),
+    ("https://example.com/hook?a=1#", "fragment"),
+    ("http://*.x/hook", "cannot be requested"),
+    ("http://" + "a" * 64 + ".example.com/", "cannot be requested"),
+    ("http://bü*cher.x/hook", "cannot be requested"),
+    ("http://exa mple.com/", "absolute http or https URL"),
+    ("ftp://example.com/", "absolute http or https URL"),
+    ("http://example.com:0/", "absolute http or https URL"),
+    ("http://example.com:99999/", "absolute http or https URL"),
+    ("https://" + "a" * 2100 + ".com", "at most 2048"),
+])
+def test_a_url_the_sender_cannot_use_is_refused_with_a_reason(url, words):
+    assert words in (callback_url.problem(url) or ""), url
+
+
+@pytest.mark.parametrize("url", ["https://example.com/hook", "http://example.com:8080/h?tenant=7&x=",
+                                 "https://bücher.example/hook", "https://example.com/hook?", "http://[2001:db8::1]/h"])
+def test_a_usable_url_is_accepted(url):
+    assert callback_url.problem(url) is None
+
+
+def test_a_trailing_question_mark_gets_no_second_one_and_the_signature_covers_the_wire_url():
+    import requests
+
+    target, _ = request_target("https://example.com/hook?", "GET", {"Issues": "[]", "A": "1"})
+    assert target == "https://example.com/hook?Issues=%5B%5D&A=1"
+    prepared = requests.Request("GET", target).prepare()
+    assert "??" not in prepared.url and prepared.url == target
+    post_url, form = request_target("https://example.com/hook?", "POST", {"A": "1"})
+    wire = requests.Request("POST", post_url, data=form).prepare().url  # what the worker signs and sends
+    assert RequestValidator("t" * 32).validate(wire, form, signature("t" * 32, wire, form))

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from cli import commands
-from cli.terminal import safe
 from shared.accounts.sids import CALL, new_sid
+from shared.safe_text import safe
 from tests.support import make_account, snapshot, summaries_path
 
 # What a receiver may answer (PostgreSQL text holds no NUL, so that one is for safe() alone).

@@ -18,7 +18,7 @@ from shared.accounts.sids import ACCOUNT, CALL, SUMMARY, is_sid, new_auth_token,
 from shared.formats import parse_bool, percentage, rfc2822, round4
 from shared.platform import queue
 from shared.platform import queue as queue_module
-from shared.platform.config import SettingError, Settings
+from shared.platform.config import SettingError, Settings, get_settings
 
 
 def test_router_tells_404_from_405_and_lists_allowed_methods():
@@ -119,7 +119,7 @@ def test_enqueue_sets_an_expiring_marker_and_reports_failure_instead_of_raising(
     monkeypatch.setattr(queue, "get_celery", lambda: Broker())
     assert queue.enqueue_summary("FS1") is True
     assert sent == [(queue.COMPUTE_SUMMARY, ["FS1"], queue.SUMMARIES_QUEUE, False)]
-    assert 0 < redis.ttl(queue.IN_FLIGHT_KEY.format(sid="FS1")) <= queue.IN_FLIGHT_TTL_S
+    assert 0 < redis.ttl(queue.IN_FLIGHT_KEY.format(sid="FS1")) <= queue.marker_ttl_s(get_settings())
     queue.clear_in_flight("FS1")
     assert not redis.exists(queue.IN_FLIGHT_KEY.format(sid="FS1"))
 
@@ -143,3 +143,21 @@ def test_queue_depth_reads_the_oldest_message_age_from_its_header():
     assert depth == 2 and 29 < oldest_s < 32
     redis.rpush("summaries", json.dumps({"headers": {}}))  # a message from elsewhere, without the header
     assert queue.queue_depth(redis, "summaries") == (3, None)
+
+
+def test_summaries_up_restarts_a_dead_child_at_once_then_with_a_doubling_pause():
+    from cli.up import RESTART_MAX_S, Restarts
+
+    now = [1000.0]
+    restarts = Restarts(clock=lambda: now[0])
+    assert restarts.due("worker")  # first death: at once
+    waits = []
+    for _ in range(7):  # keeps dying right after each start
+        now[0] += 0.5
+        began = now[0]
+        while not restarts.due("worker"):
+            now[0] += 0.25
+        waits.append(now[0] - began)
+    assert waits[:5] == [1.0, 2.0, 4.0, 8.0, 16.0] and waits[-1] == RESTART_MAX_S
+    now[0] += 120  # ran fine for two minutes, then died: at once again
+    assert restarts.due("worker") and restarts.due("web")

@@ -71,6 +71,23 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
         finally:
             engine.dispose()
         assert {name: done[name] for name in AGGREGATE_FIELDS} == expected
+
+        # A worker that dies is started again; the next summary completes without anyone stepping in.
+        def worker_pids() -> set[str]:
+            """The summaries worker's main process: the leader of its own process group."""
+            table = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
+            return {pid for pid, pgid, args in (line.split(None, 2) for line in table.splitlines())
+                    if pid == pgid and "worker.celery_app worker" in args and "summaries@" in args}
+
+        (killed,) = worker_pids()
+        os.killpg(int(killed), signal.SIGKILL)
+        wait_for(lambda: worker_pids() - {killed}, 30, 0.2, "the worker to be started again")
+        again = json.loads(subprocess.run(shlex.split(command), capture_output=True, text=True, check=True,
+                                          timeout=30).stdout)
+        url = url.replace(created["sid"], again["sid"])
+        wait_for(lambda: _get(url, sid, token)["status"] == "completed", 60, 0.2, "a summary after the restart")
+        assert up.poll() is None
+        wait_for(lambda: "worker exited" in "".join(lines), 10, 0.2, "up to say it restarted the worker")
     finally:
         os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
         try:

@@ -58,6 +58,7 @@ class Claimed:
     """What an attempt needs of its delivery, and the account's token to sign with."""
 
     summary_sid: str
+    account_sid: str
     url: str
     host: str
     method: str
@@ -86,7 +87,7 @@ def claim(session: Session, summary_sid: str, lease_s: float) -> Claimed | None:
                or_(table.c.leased_until.is_(None), table.c.leased_until < func.now()),
                Account.sid == table.c.account_sid)
         .values(leased_until=func.now() + dt.timedelta(seconds=lease_s))
-        .returning(table.c.summary_sid, table.c.url, table.c.host, table.c.method, table.c.params,
+        .returning(table.c.summary_sid, table.c.account_sid, table.c.url, table.c.host, table.c.method, table.c.params,
                    table.c.idempotency_token, table.c.attempts, table.c.attempt_limit, table.c.date_created,
                    Account.auth_token_encrypted)
     )

@@ -113,7 +113,9 @@ class Settings:
     callback_read_timeout_s: float
     callback_circuit_threshold: int  # consecutive failures to one host that open its circuit
     callback_circuit_cooldown_s: float
-    callback_max_in_flight_per_host: int
+    callback_max_in_flight_per_host: int  # per destination address, across all workers
+    callback_max_in_flight_per_account: int  # an account's fair share of the callback threads
+    callback_attempt_deadline_s: float  # one attempt, all told: connect, TLS, headers and body
     create_rate_limit: str  # per account, in the `limits` notation: "100/second;2000/minute"
     public_base_url: str | None  # scheme://host[:port] Twilio uses to reach us, for checking its signatures
     twilio_api_base_url: str  # where `summaries calls sync` reads Twilio's Calls API
@@ -151,6 +153,8 @@ class Settings:
             callback_circuit_threshold=_int(env, "CALLBACK_CIRCUIT_THRESHOLD", 5),
             callback_circuit_cooldown_s=_float(env, "CALLBACK_CIRCUIT_COOLDOWN_S", 300.0),
             callback_max_in_flight_per_host=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_HOST", 32),
+            callback_max_in_flight_per_account=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_ACCOUNT", 16),
+            callback_attempt_deadline_s=_float(env, "CALLBACK_ATTEMPT_DEADLINE_S", 15.0),
             create_rate_limit=_rate(env, "CREATE_RATE_LIMIT", "100/second;3000/minute"),
             public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
             twilio_api_base_url=_base_url(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",

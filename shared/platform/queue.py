@@ -26,7 +26,17 @@ DELIVER_CALLBACK = "callbacks.deliver"
 # "A compute message for this summary is in Redis": set on send, cleared on claim. Lost with the
 # queue itself (FLUSHALL, an emptied restart), which is exactly when the sweeper must re-send.
 IN_FLIGHT_KEY = "cfs:inflight:{sid}"
-IN_FLIGHT_TTL_S = 3600
+# A marker outlives its message's due time by this many sweeps, then the sweeper stops trusting it:
+# a message held by a worker that died (Redis would hand it out again only after the hour-long
+# visibility timeout) is sent again within seconds, from the database's state alone. A message
+# merely waiting in a long queue may so be sent twice, which the guarded claims make harmless.
+MARKER_SWEEPS = 3
+
+
+def marker_ttl_s(settings: Settings) -> int:
+    return max(2, MARKER_SWEEPS * settings.sweep_interval_s)
+
+
 CALLBACK_IN_FLIGHT_KEY = "cfs:inflight:callback:{sid}"
 # A callback retry further away than this is not sent as a delayed message: Redis would hand an
 # unacknowledged message to another worker after its visibility timeout (1 h). PostgreSQL keeps
@@ -90,7 +100,7 @@ def _send(task: str, queue: str, marker: str, summary_sid: str, delay_s: float =
     try:
         get_celery().send_task(task, args=[summary_sid], queue=queue, countdown=delay_s or None, retry=False,
                                headers={SENT_AT_HEADER: time.time()})
-        get_redis().set(marker.format(sid=summary_sid), 1, ex=int(delay_s) + IN_FLIGHT_TTL_S)
+        get_redis().set(marker.format(sid=summary_sid), 1, ex=int(delay_s) + marker_ttl_s(get_settings()))
     except Exception:
         log.warning("%s not sent; the sweeper will send it", task, exc_info=True, extra={"summary_sid": summary_sid})
         return False
