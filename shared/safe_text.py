@@ -1,6 +1,7 @@
-"""Text from outside (a receiver's answer, an error, a name) made safe to print on an operator's
-terminal: control characters and bidirectional overrides are shown escaped, never obeyed, so no
-response can clear the screen, set the window title, write the clipboard (OSC 52) or fake a line."""
+"""Text from outside (a receiver's answer, an error, a name) made safe to store and to print on an
+operator's terminal: control characters (NUL among them, which PostgreSQL text cannot hold) and
+bidirectional overrides are spelled out, never obeyed, so no response can clear the screen, set the
+window title, write the clipboard (OSC 52), fake a line, or fail the write that records it."""
 
 from __future__ import annotations
 
