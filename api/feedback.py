@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func
+from sqlalchemy import Row, func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from api.errors import BadRequest, NotFound
 from api.http import Request, Response
-from shared.formats import rfc2822
 from shared.accounts.sids import CALL, is_sid
+from shared.formats import rfc2822
 from shared.models import FEEDBACK_ISSUES, Account, Call, CallFeedback
 
 SCORE = re.compile(r"[1-5]")
 
 
-def feedback_resource(feedback: CallFeedback) -> dict:
+def feedback_resource(feedback: CallFeedback | Row) -> dict:
     return {
         "account_sid": feedback.account_sid,
         "date_created": rfc2822(feedback.date_created),
@@ -33,18 +33,21 @@ def feedback_resource(feedback: CallFeedback) -> dict:
     }
 
 
-def upsert_feedback(session: Session, call: Call, quality_score: int, issues: list[str]) -> CallFeedback:
+# Plain SQL, not the ORM's insert().on_conflict_do_update(): that one was compiled anew on every
+# request (SQLAlchemy does not cache it) and loaded an ORM object: 1.7 of a request's 5.8 ms.
+UPSERT_FEEDBACK = text("""
+INSERT INTO call_feedback AS f (call_sid, account_sid, quality_score, issues)
+VALUES (:call_sid, :account_sid, :quality_score, CAST(:issues AS text[]))
+ON CONFLICT (call_sid) DO UPDATE SET quality_score = excluded.quality_score, issues = excluded.issues,
+    date_updated = now()
+RETURNING f.call_sid, f.account_sid, f.quality_score, f.issues, f.date_created, f.date_updated""")
+
+
+def upsert_feedback(session: Session, call: Call, quality_score: int, issues: list[str]) -> Row:
     """Posting again replaces the entry and moves date_updated, never date_created (the day the
-    summaries count it by). The rollup trigger moves the old values out and the new ones in."""
-    statement = insert(CallFeedback).values(
-        call_sid=call.sid, account_sid=call.account_sid, quality_score=quality_score, issues=issues
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=[CallFeedback.call_sid],
-        set_={"quality_score": statement.excluded.quality_score, "issues": statement.excluded.issues,
-              "date_updated": func.now()},
-    )
-    return session.scalars(statement.returning(CallFeedback), execution_options={"populate_existing": True}).one()
+    summaries count it by). The rollup trigger records the old values and the new ones (0007)."""
+    return session.execute(UPSERT_FEEDBACK, {"call_sid": call.sid, "account_sid": call.account_sid,
+                                             "quality_score": quality_score, "issues": issues}).one()
 
 
 def _call(request: Request, account: Account, call_sid: str, provisional: bool = False) -> Call:

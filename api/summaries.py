@@ -9,6 +9,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import func
+from sqlalchemy import insert as cacheable_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -123,8 +124,9 @@ def create(request: Request, account: Account) -> Response:
     key = _idempotency_key(request)
     # Two rounds at most: a key whose summary is deleted between our insert and our read is free again.
     for _ in range(2):
-        # A plain INSERT ... RETURNING: no unit-of-work bookkeeping on the hottest path.
-        summary = session.scalars(insert(FeedbackSummary).values(
+        # A plain INSERT ... RETURNING: no unit-of-work bookkeeping on the hottest path. The generic
+        # insert, not PostgreSQL's: that one has no cache key, so it was compiled on every request.
+        summary = session.scalars(cacheable_insert(FeedbackSummary).values(
             sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params)
         ).returning(FeedbackSummary)).one()
         window_s = services.settings.idempotency_window_s

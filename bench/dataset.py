@@ -33,7 +33,9 @@ def _account(engine: Engine, name: str) -> tuple[Account, bool]:
 
 def calls_of(engine: Engine, account_sid: str) -> int:
     with engine.connect() as connection:
-        return connection.execute(text("SELECT coalesce(sum(calls), 0) FROM daily_calls WHERE account_sid = :a"),
+        return connection.execute(text("SELECT coalesce(sum(calls), 0) FROM (SELECT calls FROM daily_calls "
+                                       "WHERE account_sid = :a UNION ALL SELECT calls FROM calls_rollup_deltas "
+                                       "WHERE account_sid = :a) r"),
                                   {"a": account_sid}).scalar()
 
 

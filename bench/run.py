@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench import figures, loading
+from bench import contention, figures, loading, request_paths
 from bench.dataset import ensure
 from cli.migrate import upgrade
 from shared.platform import queue
@@ -24,7 +24,8 @@ SIZES = {  # big account's calls, small accounts, seconds of load, summaries and
 }
 
 
-ROWS = ("sql", "creates", "webhook", "summaries", "latency", "callbacks", "import", "memory")
+ROWS = ("sql", "creates", "webhook", "summaries", "latency", "callbacks", "import", "memory", "feedback-writes",
+        "call-ingest", "http-feedback", "http-creates", "http-status")
 
 
 def table(rows: list[figures.Row]) -> str:
@@ -74,6 +75,7 @@ def _measure(args: argparse.Namespace, size: dict, url: str) -> int:
     with engine.connect() as connection:
         server = connection.exec_driver_sql("SHOW server_version").scalar()
     data = ensure(engine, size["big_calls"], size["small"])
+    contention.fold_all()  # as the scheduler does every second: seeding leaves its deltas pending
     work = Path(tempfile.mkdtemp(prefix="cfs-bench-"))
     print(f"measuring ({'quick' if args.quick else 'full'} size; logs in {work})...", flush=True)
     wanted = set(args.only.split(",")) if args.only else set(ROWS)
@@ -97,6 +99,11 @@ def _measure(args: argparse.Namespace, size: dict, url: str) -> int:
     measure("import", lambda: loading.import_rate(engine, url, data.small[-1].sid, work, size["rows"]))
     measure("memory", lambda: loading.memory(api_mb, worker_mb, data.medium.sid, data.big.sid, size["big_calls"],
                                              size["big_calls"] // 10))
+    measure("feedback-writes", lambda: contention.feedback_writes(engine, url, work, size["seconds"]))
+    measure("call-ingest", lambda: contention.call_ingest(engine, url, work, size["seconds"]))
+    for name, run in (("http-feedback", request_paths.feedback_posts), ("http-creates", request_paths.creates),
+                      ("http-status", request_paths.status_callbacks)):
+        measure(name, lambda: run(engine, data, work, size["seconds"]))
     report = (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; "
               f"PostgreSQL {server}.\n\n{table(rows)}\n")
     print("\n" + report)

@@ -8,13 +8,16 @@ from decimal import Decimal
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Column,
     Date,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     Numeric,
     SmallInteger,
     String,
+    Table,
     Text,
     func,
     text,
@@ -243,7 +246,8 @@ def issue_column(issue: str) -> str:
 
 
 class DailyCalls(Base):
-    """Calls per account per UTC day of start_time. Kept exact by triggers on `calls` (migration 0003)."""
+    """Calls per account per UTC day of start_time, as of the last fold: with the pending rows of
+    calls_rollup_deltas, exact (triggers on `calls`, migrations 0003 and 0007)."""
 
     __tablename__ = "daily_calls"
 
@@ -254,7 +258,8 @@ class DailyCalls(Base):
 
 class DailyFeedback(Base):
     """Feedback entries per account per UTC day they were given: how many of each score, and how
-    many reported each issue. Kept exact by triggers on `call_feedback` (migration 0003)."""
+    many reported each issue, as of the last fold: with the pending rows of feedback_rollup_deltas,
+    exact (triggers on `call_feedback`, migrations 0003 and 0007)."""
 
     __tablename__ = "daily_feedback"
 
@@ -268,6 +273,27 @@ for _score in range(1, 6):
 for _issue in FEEDBACK_ISSUES:
     setattr(DailyFeedback, issue_column(_issue), mapped_column(issue_column(_issue), BigInteger, server_default="0",
                                                                nullable=False))
+
+# Append-only, no key and no index (migration 0007): a row per changed call (±1 on its account and
+# day) or feedback entry (its scores and issues), written by triggers, folded into the daily rows
+# by worker/folding.py. No row is shared between writers, so none waits for another's commit.
+calls_rollup_deltas = Table(
+    "calls_rollup_deltas", Base.metadata,
+    Column("account_sid", Sid, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("calls", Integer, nullable=False),
+)
+feedback_rollup_deltas = Table(
+    "feedback_rollup_deltas", Base.metadata,
+    Column("account_sid", Sid, nullable=False),
+    Column("day", Date, nullable=False),
+    # The entry after the write (NULL for a delete) and before it (NULL for an insert); a replacement
+    # on the same account and day is one row with both.
+    Column("quality_score", SmallInteger),
+    Column("issues", ARRAY(Text)),
+    Column("old_quality_score", SmallInteger),
+    Column("old_issues", ARRAY(Text)),
+)
 
 
 class SummaryEvent(Base):

@@ -87,10 +87,13 @@ def test_rollups_stay_exact_through_every_write_path(engine, accounts, ops, incl
                        if k in AGGREGATE_FIELDS}
     finally:
         with engine.begin() as connection:
-            connection.execute(text("TRUNCATE daily_calls, daily_feedback, call_feedback, calls"))
+            connection.execute(text("TRUNCATE daily_calls, daily_feedback, calls_rollup_deltas, feedback_rollup_deltas, "
+                                    "call_feedback, calls"))
 
 
 def test_replacing_feedback_moves_its_old_values_out_of_the_rollup(engine, accounts):
+    from worker import folding  # the task module builds the Celery app: once the fixtures set REDIS_URL
+
     parent = accounts["parent"]
     with Session(engine) as session:
         call = Call(sid=new_sid(CALL), account_sid=parent.sid, start_time=dt.datetime(2024, 3, 30, 12, tzinfo=UTC))
@@ -100,6 +103,13 @@ def test_replacing_feedback_moves_its_old_values_out_of_the_rollup(engine, accou
         session.commit()
         upsert_feedback(session, call, 5, [])
         session.commit()
+        pending = session.execute(text("SELECT quality_score, issues, old_quality_score, old_issues "
+                                       "FROM feedback_rollup_deltas")).all()
+    # Appended, not folded yet (migration 0007): the first entry, then the replacement, old values with it.
+    assert sorted(pending) == [(1, ["dropped-call", "one-way-audio"], None, None),
+                               (5, [], 1, ["dropped-call", "one-way-audio"])]
+    assert folding.fold() == 2 + 1  # and the call's own delta
+    with Session(engine) as session:
         row = session.execute(text("SELECT score_1, score_5, issue_dropped_call, issue_one_way_audio "
                                    "FROM daily_feedback")).all()
     # Feedback given now: its rollup row is today's; one entry, moved from score 1 to score 5.

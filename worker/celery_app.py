@@ -11,7 +11,7 @@ from shared.platform.queue import get_celery
 
 configure_logging(get_settings().log_level)
 app = get_celery()
-app.conf.include = ["worker.summaries", "worker.callbacks", "worker.sweeper"]
+app.conf.include = ["worker.summaries", "worker.callbacks", "worker.sweeper", "worker.folding"]
 
 
 @setup_logging.connect

@@ -12,11 +12,11 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from shared.formats import percentage, round4
-from shared.models import FEEDBACK_ISSUES, Account, DailyCalls, DailyFeedback, issue_column
+from shared.models import FEEDBACK_ISSUES, Account, issue_column
 
 SCORES = range(1, 6)
 
@@ -77,13 +77,24 @@ def score_statistics(counts: list[int]) -> tuple[Decimal | None, Decimal | None,
         return round4(average), round4(_median(counts)), round4(deviation)
 
 
-_COLUMNS = [f"score_{score}" for score in SCORES] + [issue_column(issue) for issue in FEEDBACK_ISSUES]
-_WINDOW = dict(accounts=bindparam("accounts", expanding=True), start=bindparam("start"), end=bindparam("end"))
-# Built once: constructing these 13-column statements anew cost more CPU than running them.
-CALLS_SQL = select(func.coalesce(func.sum(DailyCalls.calls), 0)).where(
-    DailyCalls.account_sid.in_(_WINDOW["accounts"]), DailyCalls.day.between(_WINDOW["start"], _WINDOW["end"]))
-FEEDBACK_SQL = select(*(func.coalesce(func.sum(getattr(DailyFeedback, name)), 0) for name in _COLUMNS)).where(
-    DailyFeedback.account_sid.in_(_WINDOW["accounts"]), DailyFeedback.day.between(_WINDOW["start"], _WINDOW["end"]))
+FEEDBACK_COLUMNS = [f"score_{score}" for score in SCORES] + [issue_column(issue) for issue in FEEDBACK_ISSUES]
+_WINDOW = "account_sid IN :accounts AND day BETWEEN :start AND :end"
+# Pending feedback deltas as daily columns: each counts its new values in and its old values out.
+FEEDBACK_DELTA_SUMS = [f"count(*) FILTER (WHERE quality_score = {n}) - count(*) FILTER (WHERE old_quality_score = {n})"
+                       for n in SCORES] + \
+                      [f"count(*) FILTER (WHERE '{issue}' = ANY(issues)) - count(*) FILTER (WHERE '{issue}' = ANY(old_issues))"
+                       for issue in FEEDBACK_ISSUES]
+# The folded daily rows plus the deltas not folded yet (migration 0007), in one statement: one
+# snapshot, in which a fold has moved a delta either entirely or not at all. The delta tables have
+# no index (every writer appends to them): a scan of the few seconds' worth a fold leaves pending.
+CALLS_SQL = text(f"""SELECT coalesce(sum(calls), 0) FROM (
+    SELECT calls FROM daily_calls WHERE {_WINDOW}
+    UNION ALL SELECT sum(calls) FROM calls_rollup_deltas WHERE {_WINDOW}) r""").bindparams(
+    bindparam("accounts", expanding=True))
+FEEDBACK_SQL = text(f"""SELECT {", ".join(f"coalesce(sum({c}), 0)" for c in FEEDBACK_COLUMNS)} FROM (
+    SELECT {", ".join(FEEDBACK_COLUMNS)} FROM daily_feedback WHERE {_WINDOW}
+    UNION ALL SELECT {", ".join(FEEDBACK_DELTA_SUMS)} FROM feedback_rollup_deltas WHERE {_WINDOW}) r""").bindparams(
+    bindparam("accounts", expanding=True))
 
 
 def compute(session: Session, account_sid: str, include_subaccounts: bool,

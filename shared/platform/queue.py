@@ -77,6 +77,8 @@ def make_celery(url: str, settings: Settings) -> Celery:
         task_send_sent_event=False,
         beat_schedule={
             "sweep-lost-work": {"task": SWEEP, "schedule": float(settings.sweep_interval_s)},
+            # worker/folding.py: rollup deltas into the daily rows; a stale message is dropped.
+            "fold-rollups": {"task": "summaries.fold_rollups", "schedule": 1.0, "options": {"expires": 10}},
         },
     )
     return app
