@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=".bench")
     parser.add_argument("--quick", action="store_true", help="a reduced dataset and shorter runs")
     parser.add_argument("--output", help="also write the table to this file")
-    parser.add_argument("--only", help="measure only these rows (comma-separated: sql, creates, webhook, summaries, "
+    parser.add_argument("--only", help="measure only these rows (comma-separated: sql, creates, summaries, "
                                        "latency, callbacks, import, memory, feedback-writes, call-ingest, "
                                        "http-feedback, http-creates, http-status)")
     args = parser.parse_args(argv)

@@ -171,28 +171,6 @@ def _signed_events_script(work: Path, url: str, account, count: int) -> tuple[Pa
     return script, sids
 
 
-def status_callbacks_per_second(engine: Engine, data: Dataset, work: Path, seconds: int) -> Row:
-    """Twilio's voice status callbacks under the same server and load as the creates."""
-    account = data.small[1]
-    results, sids = {}, []
-    for name, app in (("api", "api.wsgi:application"), ("bare", "bench.bare_wsgi:application")):
-        child, base = processes.gunicorn(app, work, workers=WEB_WORKERS, name=f"gunicorn-hook-{name}")
-        try:
-            url = base + "/twilio/voice/status"
-            script, made = _signed_events_script(work, url, account, 3000 * seconds)
-            sids += made
-            results[name] = _wrk(url, script, seconds, 16)
-        finally:
-            child.stop()
-    with engine.begin() as connection:  # the bench's calls are not part of the dataset
-        connection.execute(text("DELETE FROM calls WHERE sid = ANY(:s)"), {"s": sids})
-    (ours, errors), (bare, _) = results["api"], results["bare"]
-    ratio = ours / bare
-    return Row(f"voice status callbacks ingested per second (signature checked, call recorded) under gunicorn, "
-               f"{WEB_WORKERS} processes", f"{ours:,.0f}/s ({errors} errors)", f"bare WSGI: {bare:,.0f}/s",
-               f"{ratio:.2f}", "≥ 0.3 of it", ratio >= 0.3 and errors == 0)
-
-
 def _wait(predicate, timeout_s: float, interval_s: float = 0.02) -> float:
     began = time.perf_counter()
     while not predicate():

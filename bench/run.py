@@ -24,7 +24,7 @@ SIZES = {  # big account's calls, small accounts, seconds of load, summaries and
 }
 
 
-ROWS = ("sql", "creates", "webhook", "summaries", "latency", "callbacks", "import", "memory", "feedback-writes",
+ROWS = ("sql", "creates", "summaries", "latency", "callbacks", "import", "memory", "feedback-writes",
         "call-ingest", "http-feedback", "http-creates", "http-status")
 
 
@@ -90,7 +90,6 @@ def _measure(args: argparse.Namespace, size: dict, url: str) -> int:
     if "creates" in wanted or "memory" in wanted:
         row, api_mb = figures.creates_per_second(engine, data, work, size["seconds"])
         measure("creates", lambda: row)
-    measure("webhook", lambda: figures.status_callbacks_per_second(engine, data, work, size["seconds"]))
     if "summaries" in wanted or "memory" in wanted:
         row, worker_mb = figures.summaries_per_second(engine, data, work, size["batch"])
         measure("summaries", lambda: row)
