@@ -38,8 +38,8 @@ def feedback_resource(feedback: CallFeedback | Row) -> dict:
 UPSERT_FEEDBACK = text("""
 INSERT INTO call_feedback AS f (call_sid, account_sid, quality_score, issues)
 VALUES (:call_sid, :account_sid, :quality_score, CAST(:issues AS text[]))
-ON CONFLICT (call_sid) DO UPDATE SET quality_score = excluded.quality_score, issues = excluded.issues,
-    date_updated = now()
+ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid, quality_score = excluded.quality_score,
+    issues = excluded.issues, date_updated = now()
 RETURNING f.call_sid, f.account_sid, f.quality_score, f.issues, f.date_created, f.date_updated""")
 
 
@@ -55,12 +55,18 @@ def _call(request: Request, account: Account, call_sid: str, provisional: bool =
     this post (its start: now) for Twilio's status callback to confirm (shared/migrations 0006)."""
     if not is_sid(call_sid, CALL):  # names nothing; odd bytes (a NUL) never reach the database
         raise NotFound(request.path)
-    call = request.session.get(Call, call_sid)
+    # A write holds the call's row (FOR SHARE) until it commits: a status callback moving the call to
+    # another account waits for it, and its trigger then drops this feedback; or the move went first,
+    # and this post sees the call's new account (a 404). Feedback never outlives a move under the
+    # wrong account.
+    lock = {"read": True} if provisional else None
+    call = request.session.get(Call, call_sid, with_for_update=lock)
     if call is None and provisional:
         call = request.session.scalars(
             insert(Call).values(sid=call_sid, account_sid=account.sid, start_time=func.now(), provisional=True)
             .on_conflict_do_nothing().returning(Call)
-        ).one_or_none() or request.session.get(Call, call_sid, populate_existing=True)  # inserted meanwhile
+        ).one_or_none() or request.session.get(Call, call_sid, populate_existing=True,
+                                               with_for_update=lock)  # inserted meanwhile
     if call is None or call.account_sid != account.sid:
         raise NotFound(request.path)
     return call

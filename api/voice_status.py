@@ -29,13 +29,20 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # The first event (or Twilio's retry of any) inserts the call; later ones may only move its start
-# earlier. A provisional call (known from a feedback post, shared/migrations 0006) is confirmed,
-# and moved to this account if another posted it; a confirmed call never changes account here.
+# earlier. A provisional call (known from a feedback post, shared/migrations 0006) is confirmed, and
+# moved to this account if another account of the same family (the parent or a subaccount) posted
+# it: the backend posting under the parent's path for a subaccount's call. A signature proves only
+# that the sender holds this account's token, not that Twilio sent it, so an unrelated account's
+# event never takes a call, provisional or not; `summaries calls sync` (Twilio's own record) can.
 RECORD_CALL = text("""
 INSERT INTO calls AS c (sid, account_sid, start_time) VALUES (:sid, :account, :start)
 ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, provisional = false,
     start_time = CASE WHEN c.provisional THEN excluded.start_time ELSE least(c.start_time, excluded.start_time) END
-WHERE c.provisional OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)
+WHERE (c.provisional AND (c.account_sid = excluded.account_sid OR EXISTS (
+          SELECT 1 FROM accounts poster, accounts sender
+          WHERE poster.sid = c.account_sid AND sender.sid = excluded.account_sid
+            AND coalesce(poster.parent_sid, poster.sid) = coalesce(sender.parent_sid, sender.sid))))
+   OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)
 """)
 TOKENS = select(Account.auth_token_encrypted, Account.secondary_token_encrypted)
 
@@ -67,22 +74,25 @@ def _tokens(request: Request, account_sid: str) -> Iterator[str]:
     return (decrypt(ciphertext) for ciphertext in (found or ()) if ciphertext)
 
 
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.timezone.utc)  # a day's end + 1 must still be a date
+
+
 def _start_time(request: Request) -> dt.datetime:
     """The event's Timestamp, or for a `completed` event Timestamp - CallDuration: when the call
-    began. Twilio always sends a Timestamp; without a readable one, the time it reached us."""
+    began. Twilio always sends a readable Timestamp; one that is not (or lies outside 1970..9999,
+    which no call does) is taken as the time the event reached us."""
+    arrived = dt.datetime.now(dt.timezone.utc)
     try:
         moment = parsedate_to_datetime(request.param("Timestamp") or "")
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.timezone.utc)
-    except (TypeError, ValueError, IndexError):
-        moment = dt.datetime.now(dt.timezone.utc)
-    duration = (request.param("CallDuration") or "").strip()
-    if request.param("CallStatus") == "completed" and duration.isdigit() and len(duration) < 9:
-        try:
-            moment -= dt.timedelta(seconds=int(duration))
-        except OverflowError:
-            pass
-    return moment
+        duration = (request.param("CallDuration") or "").strip()
+        if request.param("CallStatus") == "completed" and duration.isascii() and duration.isdigit():
+            moment -= dt.timedelta(seconds=int(duration[:9]))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return arrived
+    return moment if EARLIEST <= moment <= LATEST else arrived
 
 
 def ingest(request: Request) -> Response:

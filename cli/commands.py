@@ -76,11 +76,14 @@ def _create_account(args: argparse.Namespace) -> None:
             raise CommandError(error) from None
         except IntegrityError:  # created meanwhile by someone else
             raise CommandError(f"account {args.sid} already exists") from None
+    # A token the operator gave is not printed back: it came through standard input to stay out of
+    # terminals, logs and scrollback. A new one is printed once, as it exists nowhere else.
+    shown = {} if token else {"auth_token": account.auth_token}
     if args.json:
-        print_json({"sid": account.sid, "auth_token": account.auth_token, "parent_sid": account.parent_sid,
+        print_json({"sid": account.sid, **shown, "parent_sid": account.parent_sid,
                     "friendly_name": account.friendly_name})
     else:
-        print(f"account_sid  {account.sid}\nauth_token   {account.auth_token}")
+        print(f"account_sid  {account.sid}" + (f"\nauth_token   {shown['auth_token']}" if shown else ""))
 
 
 def _token_action(args: argparse.Namespace) -> None:

@@ -170,3 +170,9 @@ def test_a_trailing_question_mark_gets_no_second_one_and_the_signature_covers_th
     post_url, form = request_target("https://example.com/hook?", "POST", {"A": "1"})
     wire = requests.Request("POST", post_url, data=form).prepare().url  # what the worker signs and sends
     assert RequestValidator("t" * 32).validate(wire, form, signature("t" * 32, wire, form))
+
+
+@pytest.mark.parametrize("header", ["\u00b2", "\u0665", "Wed, 21 Oct 99999999999999999999 07:28:00 GMT",
+                                    "Wed, 21 Oct 2015 25:99:00 GMT", "soon", "-5"])
+def test_a_retry_after_no_one_can_read_is_ignored_never_an_error(header):
+    assert retry_after_s(header, dt.datetime.now(dt.timezone.utc)) is None

@@ -93,3 +93,13 @@ def test_an_over_long_csv_field_is_refused_in_one_line_naming_its_row(engine, re
 def test_an_empty_first_line_is_a_missing_header_not_a_crash(engine, redis_client, tmp_path):
     with pytest.raises(commands.CommandError, match="header lacks sid"):
         commands.calls(argparse.Namespace(action="import", file=call_file(tmp_path, None, "\n\n")))
+
+
+def test_a_time_postgresql_cannot_store_is_refused_naming_its_row(engine, redis_client, tmp_path):
+    account = make_account(engine)
+    body = (f"sid,account_sid,start_time\n{new_sid(CALL)},{account.sid},2024-01-01T10:00:00Z\n"
+            f"{new_sid(CALL)},{account.sid},9999-12-31T23:30:00-01:00\n")
+    before = snapshot(engine, redis_client)
+    with pytest.raises(commands.CommandError, match="line 3: start_time .* is outside 1970-01-01"):
+        commands.calls(argparse.Namespace(action="import", file=call_file(tmp_path, account, body)))
+    assert snapshot(engine, redis_client) == before

@@ -163,6 +163,26 @@ def test_a_signed_event_twilio_cannot_fix_is_answered_2xx_and_stores_nothing(cli
     assert abs(call_row(engine, sid)["start_time"] - dt.datetime.now(UTC)) < dt.timedelta(minutes=5)
 
 
+def test_an_unreadable_call_duration_is_ignored(client, engine, account):
+    sid = new_sid(CALL)
+    form = event(account, sid, "completed", T0, 3, CallDuration="\u00b2")  # a digit to str.isdigit, not to int()
+    assert post_event(client, form, account.auth_token).status == 204
+    assert call_row(engine, sid)["start_time"] == T0
+
+
+@pytest.mark.parametrize("extra", [
+    {"Timestamp": "Mon, 23 Nov 99999999999999999999 10:00:00 +0000"},
+    {"Timestamp": "Mon, 23 Nov 2026 99999999999999999999:00:00 +0000"},
+    {"Timestamp": "Fri, 31 Dec 9999 23:30:00 -0100"},  # year 10000 in UTC: PostgreSQL cannot hold it
+])
+def test_a_signed_event_with_an_unreadable_or_impossible_time_is_recorded_as_of_now(client, engine, account, extra):
+    sid = new_sid(CALL)
+    assert post_event(client, {**event(account, sid, "completed", T0, 3), **extra}, account.auth_token).status == 204
+    assert abs(call_row(engine, sid)["start_time"] - dt.datetime.now(UTC)) < dt.timedelta(minutes=5)
+    # and the call stays usable: feedback for it is stored
+    assert post_feedback(client, account, sid).status == 200
+
+
 # --- feedback that races its call ------------------------------------------------------------------
 
 def post_feedback(client, account, call_sid: str, score: int = 2, issues=("dropped-call",)):
@@ -199,7 +219,7 @@ def test_the_status_callback_first_then_feedback_is_the_ordinary_case(client, en
 
 
 def test_a_provisional_call_never_keeps_a_call_from_the_account_twilio_names(client, engine, account):
-    owner = make_account(engine)
+    owner = make_account(engine, parent=account)  # the backend posted under the parent's path
     sid = new_sid(CALL)
     assert post_feedback(client, account, sid).status == 200  # posted under the wrong account
     assert post_event(client, event(owner, sid, "initiated", T0, 0), owner.auth_token).status == 204
@@ -215,6 +235,71 @@ def test_a_provisional_call_never_keeps_a_call_from_the_account_twilio_names(cli
     assert post_event(client, event(account, sid, "initiated", T0 - dt.timedelta(hours=1), 0),
                       account.auth_token).status == 204
     assert (call_row(engine, sid)["account_sid"], call_row(engine, sid)["start_time"]) == (owner.sid, T0)
+
+
+def test_an_unrelated_accounts_signed_event_cannot_take_a_provisional_call(client, engine, account):
+    """A signature proves the sender holds its own account's token, not that Twilio sent the event:
+    a stranger who learnt a call SID must not take the call (or drop its feedback) by signing one."""
+    stranger = make_account(engine)
+    sid = new_sid(CALL)
+    assert post_feedback(client, account, sid).status == 200
+    assert post_event(client, event(stranger, sid, "initiated", T0, 0), stranger.auth_token).status == 204
+    row = call_row(engine, sid)
+    assert (row["account_sid"], row["provisional"]) == (account.sid, True)
+    assert client.get(feedback_path(account.sid, sid), auth=auth_of(account)).json["quality_score"] == 2
+    # The call's own account confirms it as usual.
+    assert post_event(client, event(account, sid, "initiated", T0, 0), account.auth_token).status == 204
+    assert (call_row(engine, sid)["provisional"], call_row(engine, sid)["start_time"]) == (False, T0)
+
+
+def auth_of(account) -> tuple[str, str]:
+    return account.sid, account.auth_token
+
+
+def test_feedback_racing_a_move_of_its_call_never_stays_under_the_wrong_account(engine, redis_client, monkeypatch):
+    """A post under the parent's path has read its call and is about to write when the subaccount's
+    status callback moves the call: the move waits for the post (which holds the call's row) and
+    then drops the feedback posted under the wrong account. Without the row lock the move went
+    first and the post then wrote fresh feedback under the parent, visible to and counted for the
+    wrong account for good."""
+    import threading
+
+    from api import feedback
+    from api.factory import create_app
+
+    parent = make_account(engine)
+    child = make_account(engine, parent=parent)
+    client = WsgiClient(create_app())
+    sid = new_sid(CALL)
+    assert post_feedback(client, parent, sid).status == 200  # provisional under the parent
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM call_feedback WHERE call_sid = :s"), {"s": sid})  # a first post
+    read_the_call, go_on = threading.Event(), threading.Event()
+    write = feedback.upsert_feedback
+
+    def paused_write(*args, **kwargs):
+        read_the_call.set()
+        go_on.wait(10)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(feedback, "upsert_feedback", paused_write)
+    results = {}
+    post = threading.Thread(target=lambda: results.update(post=post_feedback(client, parent, sid, 1).status))
+    post.start()
+    assert read_the_call.wait(10)
+    move = threading.Thread(target=lambda: results.update(move=post_event(
+        client, event(child, sid, "initiated", T0, 0), child.auth_token).status))
+    move.start()
+    move.join(timeout=1.5)  # with the row held, the move waits here; without, it is done
+    go_on.set()
+    post.join(timeout=30)
+    move.join(timeout=30)
+    assert results["move"] == 204 and results["post"] in (200, 404)
+    with engine.connect() as connection:
+        astray = connection.execute(text("SELECT count(*) FROM call_feedback f JOIN calls c ON c.sid = f.call_sid "
+                                         "WHERE f.account_sid <> c.account_sid")).scalar()
+    assert astray == 0 and call_row(engine, sid)["account_sid"] == child.sid
+    assert client.get(feedback_path(child.sid, sid), auth=auth_of(child)).status == 404
 
 
 def test_feedback_for_another_accounts_confirmed_call_is_still_404(client, engine, account):
@@ -238,6 +323,7 @@ def test_an_account_keeps_its_twilio_sid_and_token_read_from_stdin(client, engin
     made = summaries_cli("accounts", "create", "--sid", sid, "--auth-token-stdin", "--json", stdin=token + "\n")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["sid"] == sid and token not in " ".join(made.args)
+    assert token not in made.stdout  # given through stdin to stay off terminals: not printed back
     child_sid = "AC" + "cd" * 16
     child = summaries_cli("accounts", "create", "--sid", child_sid, "--parent", sid, "--auth-token-stdin",
                           stdin="fedcba9876543210" * 2)

@@ -53,19 +53,20 @@ def transient_delay_s(retries: int, rng: random.Random | None = None) -> float:
 
 
 def retry_after_s(header: str | None, now: dt.datetime) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable
+    (a receiver's header is anything: `²` is a digit to str.isdigit, a year can overflow)."""
     if not header:
         return None
     header = header.strip()
-    if header.isdigit():
-        return float(header)
+    if header.isascii() and header.isdigit():
+        return float(header[:12])  # beyond 10^12 s it is "never" anyway; the cap bounds it
     try:
         when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - now).total_seconds())
 
 
 def next_delay_s(attempt: int, retry_after: float | None, initial_s: float, max_s: float,
