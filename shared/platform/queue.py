@@ -50,9 +50,14 @@ def broker_url(settings: Settings) -> str:
     return settings.redis_url or embedded.redis_url(settings.data_dir)
 
 
+REDIS_TRANSPORT = "shared.platform.redis_transport:Transport"
+
+
 def make_celery(url: str, settings: Settings) -> Celery:
     app = Celery("call_feedback_summaries", broker=url, set_as_current=False)
     app.conf.update(
+        # kombu's Redis transport with the fix that keeps workers alive when Redis restarts.
+        broker_transport=REDIS_TRANSPORT,
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,
