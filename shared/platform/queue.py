@@ -13,7 +13,7 @@ import time
 import redis
 from celery import Celery
 
-from shared.platform import embedded
+from shared.platform import embedded, redis_transport
 from shared.platform.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def broker_url(settings: Settings) -> str:
     return settings.redis_url or embedded.redis_url(settings.data_dir)
 
 
-REDIS_TRANSPORT = "shared.platform.redis_transport:Transport"
+REDIS_TRANSPORT = f"{redis_transport.__name__}:{redis_transport.Transport.__name__}"
 
 
 def make_celery(url: str, settings: Settings) -> Celery:
