@@ -17,7 +17,7 @@ from api.errors import BadRequest, NotFound
 from api.http import Request, Response
 from shared.accounts.sids import SUMMARY, is_sid, new_sid
 from shared.callbacks import url as callback_url
-from shared.formats import parse_bool
+from shared.formats import EARLIEST_DATE, LATEST_DATE, parse_bool
 from shared.models import Account, FeedbackSummary, IdempotencyKey
 from shared.platform import logs, metrics
 from shared.platform.db import after_commit
@@ -25,8 +25,6 @@ from shared.summaries.events import record
 from shared.summaries.representation import summary_resource
 
 DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
-# The window's end is EndDate + 1 day; keep every date where that arithmetic cannot overflow.
-EARLIEST_DATE, LATEST_DATE = dt.date(1970, 1, 1), dt.date(9999, 12, 30)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 

@@ -22,6 +22,7 @@ from api.errors import Forbidden
 from api.http import Request, Response
 from shared.accounts.secrets import decrypt
 from shared.accounts.sids import ACCOUNT, CALL, is_sid
+from shared.formats import storable
 from shared.models import Account
 from shared.signing import is_valid_signature
 
@@ -74,10 +75,6 @@ def _tokens(request: Request, account_sid: str) -> Iterator[str]:
     return (decrypt(ciphertext) for ciphertext in (found or ()) if ciphertext)
 
 
-EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.timezone.utc)  # a day's end + 1 must still be a date
-
-
 def _start_time(request: Request) -> dt.datetime:
     """The event's Timestamp, or for a `completed` event Timestamp - CallDuration: when the call
     began. Twilio always sends a readable Timestamp; one that is not (or lies outside 1970..9999,
@@ -92,7 +89,7 @@ def _start_time(request: Request) -> dt.datetime:
             moment -= dt.timedelta(seconds=int(duration[:9]))
     except (TypeError, ValueError, IndexError, OverflowError):
         return arrived
-    return moment if EARLIEST <= moment <= LATEST else arrived
+    return moment if storable(moment) else arrived
 
 
 def ingest(request: Request) -> Response:

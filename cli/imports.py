@@ -18,15 +18,12 @@ from typing import IO, Iterable, Iterator
 from sqlalchemy import Connection
 
 from shared.accounts.sids import ACCOUNT, CALL, is_sid
+from shared.formats import EARLIEST_DATE, LATEST_DATE, storable
 from shared.models import FEEDBACK_ISSUES
 
 CALL_COLUMNS = ("sid", "account_sid", "start_time")
 FEEDBACK_COLUMNS = ("call_sid", "quality_score", "issues", "date_created")
 ISSUE_SET = frozenset(FEEDBACK_ISSUES)
-
-
-EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.timezone.utc)  # as the API's dates: a day + 1 stays a date
 
 
 class ImportFailed(ValueError):
@@ -44,12 +41,8 @@ def _timestamp(raw: str, line: int, column: str) -> dt.datetime:
         raise ImportFailed(line, f"{column} {raw!r} is not an ISO 8601 timestamp") from None
     # Naive timestamps are UTC, as the platform exports them.
     value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
-    try:
-        in_range = EARLIEST <= value <= LATEST
-    except OverflowError:
-        in_range = False
-    if not in_range:  # 9999-12-31T23:30-01:00 is year 10000 in UTC, which PostgreSQL cannot store
-        raise ImportFailed(line, f"{column} {raw!r} is outside 1970-01-01 .. 9999-12-30 (UTC)")
+    if not storable(value):
+        raise ImportFailed(line, f"{column} {raw!r} is outside {EARLIEST_DATE} .. {LATEST_DATE} (UTC)")
     return value
 
 

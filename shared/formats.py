@@ -10,6 +10,20 @@ FOUR_PLACES = Decimal("0.0001")
 TWO_PLACES = Decimal("0.01")
 
 
+# Every date this service takes or stores: a day's end (+ 1 day) must still be a date, and
+# PostgreSQL cannot store a timestamp past year 9999 (23:30 -01:00 on 9999-12-31 is year 10000 in UTC).
+EARLIEST_DATE, LATEST_DATE = dt.date(1970, 1, 1), dt.date(9999, 12, 30)
+_EARLIEST, _LATEST = (dt.datetime.combine(day, dt.time(), dt.timezone.utc) for day in (EARLIEST_DATE, LATEST_DATE))
+
+
+def storable(moment: dt.datetime) -> bool:
+    """Whether an aware datetime lies within EARLIEST_DATE .. LATEST_DATE (in UTC)."""
+    try:
+        return _EARLIEST <= moment <= _LATEST
+    except OverflowError:
+        return False
+
+
 def rfc2822(moment: dt.datetime | None) -> str | None:
     """`Tue, 31 Aug 2010 20:36:28 +0000`, always in UTC."""
     if moment is None:

@@ -85,3 +85,13 @@ def app(engine, redis_client):
 @pytest.fixture
 def client(app):
     return WsgiClient(app)
+
+
+@pytest.fixture(scope="module")
+def server(service_urls, tmp_path_factory):
+    """The API under gunicorn (the Procfile's web process), on a loopback port, for a module's tests."""
+    from tests.processes import gunicorn
+
+    process, base_url = gunicorn(tmp_path_factory.mktemp("gunicorn"))
+    yield base_url
+    process.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,6 +16,13 @@ from cli import processes
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def summaries_cli(*args: str, stdin: str | None = None, env: dict | None = None,
+                  **run) -> subprocess.CompletedProcess:
+    """`summaries ARGS` as a real process on the test services, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, input=stdin, env=env,
+                          capture_output=not run, text=True, timeout=120, **run)
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 30, interval_s: float = 0.1, what: str = ""):

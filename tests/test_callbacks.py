@@ -11,7 +11,7 @@ from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from shared.platform.config import Settings
-from tests.processes import celery_beat, celery_worker, wait_for
+from tests.processes import celery_beat, celery_worker, summaries_cli, wait_for
 from tests.receiver import Receiver, Reply
 from tests.support import make_account, make_calls, summaries_path
 
@@ -279,16 +279,6 @@ def test_a_private_address_is_refused_unless_its_network_is_allowed(engine, clie
         assert receiver.requests_to("/private") == []
         allowed = send(pending, account.auth_token, Settings.from_env({"CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}))
         assert allowed.status_code == 200 and len(receiver.requests_to("/private")) == 1
-
-
-def summaries_cli(*args: str):
-    import subprocess
-    import sys
-
-    from tests.processes import ROOT
-
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 def test_operators_list_failed_deliveries_and_redeliver_the_same_event(engine, client, account, receiver, start):

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 
 import pytest
 from sqlalchemy import text
 
 from shared.accounts.sids import CALL, new_sid
-from tests.processes import ROOT
+from tests.processes import summaries_cli as summaries
 from tests.support import make_account, snapshot
 
 pytestmark = pytest.mark.slow  # every test runs `summaries` as a process
-
-
-def summaries(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 def scalar(engine, sql: str):

@@ -20,7 +20,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from tests.processes import ROOT, gunicorn
+from tests.processes import ROOT
 from tests.support import add_feedback, make_account, make_calls
 
 ADDON_DIR = ROOT / "clients" / "python"
@@ -33,13 +33,6 @@ import twilio_feedback_summaries  # noqa: E402
 from twilio_feedback_summaries import feedback_summaries  # noqa: E402
 
 pytestmark = pytest.mark.slow  # gunicorn, as a process; a script in a second interpreter
-
-
-@pytest.fixture(scope="module")
-def server(service_urls, tmp_path_factory):
-    process, base_url = gunicorn(tmp_path_factory.mktemp("gunicorn"))
-    yield base_url
-    process.stop()
 
 
 @pytest.fixture

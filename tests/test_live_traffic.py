@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 from email.utils import format_datetime
 
 import pytest
@@ -16,7 +14,7 @@ from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from shared.accounts.sids import CALL, new_sid
-from tests.processes import ROOT
+from tests.processes import summaries_cli
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import WsgiClient, feedback_path, make_account, snapshot
 from worker import rollups
@@ -311,11 +309,6 @@ def test_feedback_for_another_accounts_confirmed_call_is_still_404(client, engin
 
 
 # --- accounts with their Twilio identity ------------------------------------------------------------
-
-def summaries_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, input=stdin, capture_output=True,
-                          text=True, timeout=120)
-
 
 @pytest.mark.slow
 def test_an_account_keeps_its_twilio_sid_and_token_read_from_stdin(client, engine, redis_client):

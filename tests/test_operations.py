@@ -18,18 +18,13 @@ import requests
 from sqlalchemy import text
 
 from api.app import App, Services
-from tests.processes import ROOT, celery_worker, gunicorn, wait_for
+from tests.processes import ROOT, celery_worker, gunicorn, summaries_cli, wait_for
 from tests.receiver import Receiver, Reply
 from tests.support import WsgiClient, make_account, make_calls, summaries_path
 
 pytestmark = pytest.mark.slow
 FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
 ENV = {"CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8", "CALLBACK_MAX_ATTEMPTS": "1"}
-
-
-def summaries_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, input=stdin)
 
 
 def status_of(engine, sid: str) -> str | None:

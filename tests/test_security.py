@@ -223,14 +223,7 @@ def test_a_token_is_rotated_through_a_secondary_that_works_until_promoted(client
 
 @pytest.mark.slow
 def test_tokens_are_rotated_from_the_command_line(engine, world):
-    import subprocess
-    import sys
-
-    from tests.processes import ROOT
-
-    def summaries(*args):
-        return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=60)
+    from tests.processes import summaries_cli as summaries
 
     sid = world["unrelated"].sid
     assert summaries("accounts", "promote-token", sid).returncode == 2  # nothing to promote yet

@@ -8,7 +8,6 @@ import os
 import pty
 import random
 import subprocess
-import sys
 import threading
 from email.utils import parsedate_to_datetime
 
@@ -16,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from shared.accounts.sids import ACCOUNT, CALL, new_auth_token, new_sid
-from tests.processes import ROOT
+from tests.processes import summaries_cli
 from tests.support import add_feedback, free_port, make_account, snapshot
 from tests.twilio_api import TwilioCallsApi
 
@@ -39,8 +38,7 @@ def twilio():
 def sync(api: TwilioCallsApi, *args: str, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
     environment.update({"TWILIO_API_BASE_URL": api.base_url, **(env or {})})
-    return subprocess.run([sys.executable, "-m", "cli.main", "calls", "sync", *args], cwd=ROOT, env=environment,
-                          capture_output=not popen, text=True, timeout=120, **popen)
+    return summaries_cli("calls", "sync", *args, env=environment, **popen)
 
 
 def window_args(account_sid: str) -> list[str]:

@@ -9,17 +9,9 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from tests.processes import gunicorn
 from tests.support import make_account, make_calls, queued_messages
 
 pytestmark = pytest.mark.slow  # gunicorn, as a process
-
-
-@pytest.fixture(scope="module")
-def server(service_urls, tmp_path_factory):
-    process, base_url = gunicorn(tmp_path_factory.mktemp("gunicorn"))
-    yield base_url
-    process.stop()
 
 
 @pytest.fixture

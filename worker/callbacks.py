@@ -82,10 +82,7 @@ def send(delivery: Claimed, auth_token: str, settings: Settings) -> AttemptResul
     at most a kilobyte of the answer read. Whatever goes wrong ends as a result, never an exception."""
     started = time.monotonic()
     elapsed_ms = lambda: int((time.monotonic() - started) * 1000)  # noqa: E731
-    unusable = callback_url.problem(delivery.url.split("#", 1)[0])
     try:
-        if unusable:
-            raise requests.exceptions.InvalidURL(unusable)
         prepared = _prepare(delivery, auth_token)
     except (requests.RequestException, ValueError, UnicodeError) as error:
         # Stored before URLs were checked at create: it will not become usable by asking again.
