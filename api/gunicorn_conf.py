@@ -11,7 +11,11 @@ it is first imported after the worker has patched the standard library, so never
 """
 
 from shared.platform import metrics
-from shared.platform.config import get_settings
+from shared.platform.config import check_or_exit, get_settings
+
+# In the master, before any worker: a bad setting stops the server with one line, not a worker
+# crash loop of tracebacks. The API checks signatures with the stored tokens, hence the keys.
+check_or_exit("web")
 
 worker_class = "gevent"
 worker_connections = 1000  # per process: slow clients cost a greenlet each, not a worker

@@ -48,6 +48,8 @@ def main(args: argparse.Namespace) -> int:
         print("summaries bench needs wrk (Debian: apt-get install wrk); `make bench` installs it")
         return 2
     size = SIZES["quick" if args.quick else "full"]
+    if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+        os.environ["SUMMARIES_EMBEDDED"] = "1"  # the bench runs its own servers where none are named
     settings = get_settings()
     url = database_url(settings)  # starts the embedded PostgreSQL when DATABASE_URL is unset
     embedded_redis = None

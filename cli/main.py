@@ -25,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="apply the database migrations")
 
+    health = commands.add_parser("health", help="exit 0 if a worker or the scheduler on this machine is alive (a "
+                                                "liveness probe); 1 and the reason if not")
+    health.add_argument("process", metavar="worker|callbacks|scheduler|NODE",
+                        help="a Procfile process, or a worker's node name prefix (-n NODE@%%h)")
+    health.add_argument("--max-age", type=float, default=60.0, metavar="SECONDS",
+                        help="the oldest heartbeat still alive (default 60: a Redis restart does not fail it)")
+
     accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True)
     create = accounts.add_parser("create", help="create an account and print its SID and auth token; with --sid "
                                                 "and --auth-token-stdin, the account as it is at Twilio")
@@ -117,10 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import OperationalError
 
     from cli import commands
+    from shared.platform.config import SettingError
     from shared.safe_text import safe
 
     try:
+        _join_embedded(args.command)
         return getattr(commands, args.command)(args) or 0
+    except SettingError as error:
+        print(f"summaries {args.command}: configuration: {error}", file=sys.stderr)
+        return 2
     except commands.CommandError as error:
         # One line, whatever the message quotes (a file's row, Twilio's answer).
         print(f"summaries {args.command}: {safe(error)}", file=sys.stderr)
@@ -130,6 +142,20 @@ def main(argv: list[str] | None = None) -> int:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         print(f"summaries {args.command}: cannot reach the database: {safe(reason)}", file=sys.stderr)
         return 2
+
+
+def _join_embedded(command: str) -> None:
+    """`summaries up` starts embedded servers when DATABASE_URL is unset (it is asked to); another
+    command on the same machine uses the ones it runs, and never starts servers of its own."""
+    from shared.platform import embedded
+    from shared.platform.config import get_settings
+
+    settings = get_settings()
+    if command == "up" and not (settings.database_url and settings.redis_url):
+        os.environ["SUMMARIES_EMBEDDED"] = "1"
+    elif not settings.database_url and not settings.embedded and embedded.running(settings.data_dir):
+        os.environ["SUMMARIES_EMBEDDED"] = "1"
+    get_settings.cache_clear()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from cli.accounts import create_account
 from cli.migrate import upgrade
 from cli.processes import python_m
 from cli.seed import seed
+from shared.accounts import secrets
 from shared.models import Account
 from shared.platform.config import get_settings
 from shared.platform.db import database_url, make_engine
@@ -151,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     env = inherit_urls_env(db_url, broker)
+    if not settings.auth_token_keys:  # the children are given DATABASE_URL: they need the keys
+        env["AUTH_TOKEN_KEYS"] = secrets.keys_setting()
     commands = dict(_children(args, settings.data_dir))
     # Own sessions: Ctrl-C reaches only us, and we stop the children in order, gracefully.
     processes = {name: subprocess.Popen(command, env=env, start_new_session=True) for name, command in commands.items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
 # Before anything imports prometheus_client (through shared.platform.metrics): this run's own samples.
@@ -44,6 +45,8 @@ def service_urls():
         embedded_redis = EmbeddedRedis(data_dir)
         broker = embedded_redis.start()
     # A create rate limit out of the way of the burst tests; test_security sets its own.
+    # Given DATABASE_URL, every process needs the keys, as in production; one per run.
+    os.environ.setdefault("AUTH_TOKEN_KEYS", Fernet.generate_key().decode())
     os.environ.update(DATABASE_URL=database, REDIS_URL=broker, SUMMARIES_DATA_DIR=str(data_dir),
                       SWEEP_INTERVAL_S="1", SUMMARY_LEASE_S="3", CREATE_RATE_LIMIT="100000/second")
     _reset_caches()

@@ -3,7 +3,8 @@ callbacks with (the token itself is the HMAC key, so it must be recoverable; a h
 
 Keys come from AUTH_TOKEN_KEYS: comma-separated Fernet keys, the first encrypts, all decrypt, so a
 key is rotated by putting a new one first and re-encrypting (`summaries accounts reencrypt`).
-Unset, a key is generated once into the data directory: fine for a laptop, not for production.
+Unset, and only with the embedded PostgreSQL, a key is generated once into the data directory (one
+machine's database, one machine's key); with DATABASE_URL set every process must be given the keys.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 
 from cryptography.fernet import Fernet, MultiFernet
 
-from shared.platform.config import get_settings
+from shared.platform.config import get_settings, require_keys
 
 KEY_FILE = "auth-token.keys"
 
@@ -26,6 +27,7 @@ def token_hash(token: str) -> str:
 
 def _keys() -> list[bytes]:
     settings = get_settings()
+    require_keys(settings)
     if settings.auth_token_keys:
         return [key.encode() for key in settings.auth_token_keys]
     path = settings.data_dir / KEY_FILE
@@ -35,6 +37,12 @@ def _keys() -> list[bytes]:
         with os.fdopen(fd, "wb") as file:
             file.write(Fernet.generate_key())
     return [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def keys_setting() -> str:
+    """The keys as AUTH_TOKEN_KEYS spells them: `summaries up` hands its children the data
+    directory's key, so that they, given DATABASE_URL, need not (and may not) find it themselves."""
+    return ",".join(key.decode("ascii") for key in _keys())
 
 
 @functools.cache

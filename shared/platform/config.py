@@ -1,10 +1,20 @@
-"""Settings, read once from the environment: one line per variable, typed, with its default."""
+"""Settings, read once from the environment: one line per variable, typed, range-checked, with its
+default. A process checks them all when it starts (`check_or_exit`) and stops with one line naming
+the variable, not a traceback.
+
+Explicit by default: without DATABASE_URL and REDIS_URL a process refuses to start rather than
+quietly run on servers of its own that nothing else sees. Embedded servers (in the data directory)
+are used only where asked: `summaries up` and `make run`, the tests, or SUMMARIES_EMBEDDED=1.
+"""
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
+import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -15,22 +25,90 @@ class SettingError(ValueError):
     """Raised when an environment variable holds a value of the wrong type."""
 
 
-def _number(env: Mapping[str, str], name: str, default, kind, what: str):
+def _number(env: Mapping[str, str], name: str, default, kind, what: str, minimum, maximum):
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise SettingError(f"{name} must be {what}, got {raw!r}") from None
+    if not (minimum <= value <= maximum) or value != value:  # the last: NaN
+        upper = "" if maximum == math.inf else f" and at most {maximum}"
+        raise SettingError(f"{name} must be at least {minimum}{upper}, got {raw!r}")
+    return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return _number(env, name, default, int, "an integer")
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: float = math.inf) -> int:
+    return _number(env, name, default, int, "an integer", minimum, maximum)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _number(env, name, default, float, "a number")
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.001,
+           maximum: float = 7 * 24 * 3600) -> float:
+    return _number(env, name, default, float, "a number", minimum, maximum)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingError(f"{name} must be true or false, got {raw!r}")
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """NAME, or the contents of the file NAME_FILE names (a mounted secret); not both."""
+    value, path = env.get(name, "").strip(), env.get(f"{name}_FILE", "").strip()
+    if value and path:
+        raise SettingError(f"{name} and {name}_FILE are both set; set one")
+    if not path:
+        return value or None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingError(f"{name}_FILE: cannot read {path!r}: {getattr(error, 'strerror', None) or error}") from None
+    if not value:
+        raise SettingError(f"{name}_FILE: {path!r} is empty")
+    return value
+
+
+def _service_url(name: str, value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in schemes:
+        # Never echo the value: it may hold a password.
+        raise SettingError(f"{name} must be a URL starting {' or '.join(s + '://' for s in schemes)}")
+    return value
+
+
+def _fernet_keys(name: str, value: str | None) -> tuple[str, ...]:
+    keys = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    for key in keys:
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+        except (ValueError, UnicodeEncodeError):
+            valid = False
+        if not valid:  # the key itself is never shown
+            raise SettingError(f"{name} must be comma-separated Fernet keys (32 url-safe base64 bytes each); "
+                               "make one with: python -c 'from cryptography.fernet import Fernet; "
+                               "print(Fernet.generate_key().decode())'")
+    return keys
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip().upper() or "INFO"
+    if value not in _LOG_LEVELS:
+        raise SettingError(f"{name} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return value
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -56,10 +134,6 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
 
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
-
-
 def _base_url(env: Mapping[str, str], name: str) -> str | None:
     """scheme://host[:port], nothing after it (a trailing slash is dropped)."""
     raw = env.get(name, "").strip().rstrip("/")
@@ -78,20 +152,17 @@ def _base_url(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _port(env: Mapping[str, str], name: str) -> int | None:
-    if not env.get(name, "").strip():
-        return None
-    port = _int(env, name, 0)
-    if not 0 < port < 65536:
-        raise SettingError(f"{name} must be a TCP port (1-65535), got {port}")
-    return port
+    return _int(env, name, None, 1, 65535)
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None  # unset: the embedded PostgreSQL in data_dir
-    redis_url: str | None  # unset: the embedded Redis in data_dir
+    database_url: str | None  # unset: the embedded PostgreSQL in data_dir, where embedded servers are allowed
+    redis_url: str | None  # unset: the embedded Redis in data_dir, likewise
+    embedded: bool  # SUMMARIES_EMBEDDED: embedded servers may stand in for DATABASE_URL and REDIS_URL
     data_dir: Path
-    # Fernet keys for auth tokens at rest, newest first; empty: a key generated into data_dir.
+    # Fernet keys for auth tokens at rest, newest first; empty: only with the embedded PostgreSQL, a
+    # key generated into data_dir (one machine's database, one machine's key).
     auth_token_keys: tuple[str, ...]
     metrics_dir: Path  # prometheus_client's multiprocess files, shared by this machine's processes
     worker_metrics_port: int | None  # a worker serves /metrics itself on this port (machines without an API)
@@ -105,6 +176,7 @@ class Settings:
     summary_lease_s: int
     sweep_interval_s: int
     log_level: str
+    heartbeat_interval_s: float  # how often workers and the scheduler record that they live
     callback_allowed_networks: tuple  # CIDRs callbacks may reach although private or loopback
     callback_max_attempts: int
     callback_backoff_initial_s: float
@@ -127,22 +199,25 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         data_dir = Path(env.get("SUMMARIES_DATA_DIR", "") or ".data").absolute()
         return cls(
-            database_url=_optional(env, "DATABASE_URL"),
-            redis_url=_optional(env, "REDIS_URL"),
+            database_url=_service_url("DATABASE_URL", _secret(env, "DATABASE_URL"),
+                                      ("postgres", "postgresql", "postgresql+psycopg")),
+            redis_url=_service_url("REDIS_URL", _secret(env, "REDIS_URL"), ("redis", "rediss", "unix")),
+            embedded=_flag(env, "SUMMARIES_EMBEDDED"),
             data_dir=data_dir,
-            auth_token_keys=_list(env, "AUTH_TOKEN_KEYS"),
+            auth_token_keys=_fernet_keys("AUTH_TOKEN_KEYS", _secret(env, "AUTH_TOKEN_KEYS")),
             metrics_dir=Path(env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or data_dir / "metrics").absolute(),
             worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
             metrics_port=_port(env, "METRICS_PORT"),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
-            request_header_timeout_s=_int(env, "REQUEST_HEADER_TIMEOUT_S", 5),
+            request_header_timeout_s=_int(env, "REQUEST_HEADER_TIMEOUT_S", 5, 1, 300),
             request_body_timeout_s=_float(env, "REQUEST_BODY_TIMEOUT_S", 10.0),
-            max_form_fields=_int(env, "MAX_FORM_FIELDS", 100),
+            max_form_fields=_int(env, "MAX_FORM_FIELDS", 100, 1, 10_000),
             idempotency_window_s=_int(env, "IDEMPOTENCY_WINDOW_S", 24 * 3600),
             enqueue_timeout_s=_float(env, "ENQUEUE_TIMEOUT_S", 2.0),
             summary_lease_s=_int(env, "SUMMARY_LEASE_S", 300),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30),
-            log_level=env.get("LOG_LEVEL", "") or "INFO",
+            log_level=_log_level(env, "LOG_LEVEL"),
+            heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL_S", 5.0, 0.1, 300),
             callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
             # 12 attempts, 60 s doubling to a 6 h cap: the last is about 20 h after the first.
             callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 12),
@@ -166,3 +241,40 @@ class Settings:
 @functools.cache
 def get_settings() -> Settings:
     return Settings.from_env()
+
+
+def require_servers(settings: Settings) -> None:
+    """A process that will use PostgreSQL and Redis: both named, or embedded servers asked for."""
+    if settings.embedded:
+        return
+    for name, value in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url)):
+        if value is None:
+            raise SettingError(f"{name} is not set (nor {name}_FILE); set it, or SUMMARIES_EMBEDDED=1 to use "
+                               f"the embedded servers in {settings.data_dir}")
+
+
+def require_keys(settings: Settings) -> None:
+    """A process that encrypts or decrypts auth tokens. With a database of its own (the embedded one)
+    a machine may keep its key in its data directory; a shared database needs the one key every
+    machine has, or a worker elsewhere cannot read the tokens this one wrote."""
+    if settings.auth_token_keys or settings.database_url is None:
+        return
+    hint = ""
+    if (settings.data_dir / "auth-token.keys").exists():
+        hint = f"; the key generated earlier on this machine is in {settings.data_dir / 'auth-token.keys'}"
+    raise SettingError("AUTH_TOKEN_KEYS (or AUTH_TOKEN_KEYS_FILE) must be set when DATABASE_URL is: the same "
+                       f"Fernet keys on every machine{hint}")
+
+
+def check_or_exit(process: str, servers: bool = True, keys: bool = True) -> Settings:
+    """Every setting read and checked as the process starts; a bad one stops it with one line."""
+    try:
+        settings = get_settings()
+        if servers:
+            require_servers(settings)
+        if keys:
+            require_keys(settings)
+    except SettingError as error:
+        print(f"summaries {process}: configuration: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return settings

@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from shared.platform import embedded
-from shared.platform.config import Settings, get_settings
+from shared.platform.config import Settings, get_settings, require_servers
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,11 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def database_url(settings: Settings) -> str:
-    return settings.database_url or embedded.postgres_url(settings.data_dir)
+    """DATABASE_URL, or the embedded PostgreSQL (started or joined) where embedded servers are asked for."""
+    if settings.database_url:
+        return settings.database_url
+    require_servers(settings)
+    return embedded.postgres_url(settings.data_dir)
 
 
 def make_engine(url: str) -> Engine:

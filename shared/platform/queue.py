@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 
 from shared.platform import embedded, redis_transport
-from shared.platform.config import Settings, get_settings
+from shared.platform.config import Settings, get_settings, require_servers
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,11 @@ SENT_AT_HEADER = "cfs_sent_at"
 
 
 def broker_url(settings: Settings) -> str:
-    return settings.redis_url or embedded.redis_url(settings.data_dir)
+    """REDIS_URL, or the embedded Redis that `summaries up` runs, where embedded servers are asked for."""
+    if settings.redis_url:
+        return settings.redis_url
+    require_servers(settings)
+    return embedded.redis_url(settings.data_dir)
 
 
 REDIS_TRANSPORT = f"{redis_transport.__name__}:{redis_transport.Transport.__name__}"

@@ -1,0 +1,107 @@
+"""Explicit configuration: a process given no servers refuses to start instead of running on servers
+of its own; with a shared database every process needs the one set of keys and none writes its own;
+every setting is checked as a process starts, and a bad one is one line naming it, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from cryptography.fernet import Fernet
+
+from cli import processes
+from shared.platform.config import SettingError, Settings
+from tests.processes import ROOT, summaries_cli
+
+KEY = Fernet.generate_key().decode()
+SERVERS = {"DATABASE_URL": "postgresql://db.internal/app", "REDIS_URL": "redis://cache.internal:6379/0"}
+
+
+def _env(tmp_path, drop=(), **values) -> dict:
+    """The test run's environment for a child, on a data directory of its own, minus `drop`."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in drop and name not in ("SUMMARIES_EMBEDDED", "AUTH_TOKEN_KEYS_FILE")}
+    return {**env, "SUMMARIES_DATA_DIR": str(tmp_path / "data"), **values}
+
+
+def _one_line_naming(result, variable: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0] and "configuration" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- settings, read and checked --------------------------------------------------------------------
+
+@pytest.mark.parametrize("variable, value", [
+    ("SWEEP_INTERVAL_S", "0"), ("SUMMARY_LEASE_S", "-5"), ("ENQUEUE_TIMEOUT_S", "nan"),
+    ("CALLBACK_ATTEMPT_DEADLINE_S", "inf"), ("MAX_FORM_FIELDS", "10000000"), ("METRICS_PORT", "70000"),
+    ("LOG_LEVEL", "LOUD"), ("SUMMARIES_EMBEDDED", "maybe"), ("DATABASE_URL", "mysql://root@db/app"),
+    ("REDIS_URL", "http://cache:6379"), ("DATABASE_URL", "postgresql://db:port/app"),
+    ("AUTH_TOKEN_KEYS", "not-a-key"), ("AUTH_TOKEN_KEYS", f"{KEY},{KEY[:-4]}"),
+])
+def test_a_bad_value_is_refused_naming_its_variable(variable, value):
+    with pytest.raises(SettingError, match=variable) as raised:
+        Settings.from_env({variable: value})
+    if variable in ("DATABASE_URL", "AUTH_TOKEN_KEYS"):  # secrets are never echoed
+        assert value.split(",")[-1] not in str(raised.value)
+
+
+def test_secrets_come_from_files_but_not_from_both(tmp_path):
+    (tmp_path / "db").write_text("postgresql://app:s3cret@db.internal/app\n")
+    (tmp_path / "keys").write_text(f"{KEY}\n")
+    settings = Settings.from_env({"DATABASE_URL_FILE": str(tmp_path / "db"), "AUTH_TOKEN_KEYS_FILE": str(tmp_path / "keys")})
+    assert settings.database_url == "postgresql://app:s3cret@db.internal/app" and settings.auth_token_keys == (KEY,)
+    with pytest.raises(SettingError, match="DATABASE_URL and DATABASE_URL_FILE"):
+        Settings.from_env({"DATABASE_URL": "postgresql://x/y", "DATABASE_URL_FILE": str(tmp_path / "db")})
+    with pytest.raises(SettingError, match="REDIS_URL_FILE: cannot read"):
+        Settings.from_env({"REDIS_URL_FILE": str(tmp_path / "missing")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SettingError, match="AUTH_TOKEN_KEYS_FILE: .* is empty"):
+        Settings.from_env({"AUTH_TOKEN_KEYS_FILE": str(tmp_path / "empty")})
+
+
+# --- commands that refuse to start ----------------------------------------------------------------
+
+def test_a_command_without_database_url_refuses_instead_of_starting_a_database(tmp_path):
+    result = summaries_cli("status", env=_env(tmp_path, drop=("DATABASE_URL",)))
+    _one_line_naming(result, "DATABASE_URL")
+    assert not (tmp_path / "data" / "pg").exists()  # no embedded server was started
+
+
+def test_with_a_shared_database_the_keys_are_required_and_none_is_written(tmp_path, engine):
+    result = summaries_cli("accounts", "create", env=_env(tmp_path, drop=("AUTH_TOKEN_KEYS",)))
+    _one_line_naming(result, "AUTH_TOKEN_KEYS")
+    assert not (tmp_path / "data" / "auth-token.keys").exists()
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM accounts").scalar() == 0
+
+
+def test_a_bad_setting_stops_a_command_with_one_line(tmp_path):
+    _one_line_naming(summaries_cli("jobs", env=_env(tmp_path, SUMMARY_LEASE_S="five")), "SUMMARY_LEASE_S")
+    _one_line_naming(summaries_cli("jobs", env=_env(tmp_path, REDIS_URL_FILE=str(tmp_path / "nowhere"))),
+                     "REDIS_URL_FILE")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, command", [
+    ("web", processes.web("127.0.0.1:0")),
+    ("worker", processes.worker("worker")),
+    ("callbacks", processes.worker("callbacks")),
+    ("scheduler", processes.scheduler("/tmp/never-written")),
+])
+@pytest.mark.parametrize("missing", ["DATABASE_URL", "REDIS_URL", "AUTH_TOKEN_KEYS"])
+def test_every_procfile_process_refuses_to_start_without_what_it_needs(tmp_path, name, command, missing):
+    needs_keys = name in ("web", "callbacks")
+    if missing == "AUTH_TOKEN_KEYS" and not needs_keys:
+        pytest.skip(f"{name} reads no tokens")
+    env = _env(tmp_path, drop=(missing,), **{k: v for k, v in SERVERS.items() if k != missing})
+    result = subprocess.run(processes.python_m(command), cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.startswith("summaries ")]
+    assert result.returncode == 2, output
+    assert len(lines) == 1 and missing in lines[0], output
+    assert "Traceback" not in output
+    assert not (tmp_path / "data" / "pg").exists() and not (tmp_path / "data" / "auth-token.keys").exists()
