@@ -314,16 +314,42 @@ def test_a_database_that_cannot_be_reached_is_503_not_500(client, world):
     assert down.get("/healthz").status == 200
 
 
-def test_readyz_names_redis_when_it_is_down(client, world):
+def test_readyz_stays_ready_without_redis_and_names_it_degraded(client, world):
+    """The API keeps accepting summaries while Redis is down (the sweeper sends them later): a load
+    balancer must not drop it, so readiness is PostgreSQL's alone."""
     services = client.app.services
 
     def refuse():
         raise ConnectionError("refused")
 
     down = WsgiClient(App(Services(settings=services.settings, sessions=services.sessions,
-                                   enqueue_summary=services.enqueue_summary, ping_redis=refuse)))
-    assert_error(down.get("/readyz"), 503, 20503, "Redis")
+                                   enqueue_summary=lambda sid: False, ping_redis=refuse)))
+    ready = down.get("/readyz")
+    assert ready.status == 200 and ready.json == {"status": "degraded", "postgresql": "ok", "redis": "unreachable"}
+    parent = world["parent"]
+    created = down.post(summaries_path(parent.sid), form=FORM, auth=creds(parent))
+    assert created.status == 201 and created.json["status"] == "queued"
     assert client.get("/readyz").json == {"status": "ok", "postgresql": "ok", "redis": "ok"}
+
+
+def test_metrics_answer_while_redis_is_down_without_its_gauges(client, world, monkeypatch):
+    import redis
+
+    from shared.platform import queue
+
+    parent = world["parent"]
+    assert client.post(summaries_path(parent.sid), form=FORM, auth=creds(parent)).status == 201
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=1, socket_timeout=1)
+    monkeypatch.setattr(queue, "get_redis", lambda: dead)
+    scrape = client.get("/metrics")
+    assert scrape.status == 200
+    body = scrape.body.decode()
+    assert 'cfs_dependency_up{dependency="redis"} 0.0' in body
+    assert 'cfs_dependency_up{dependency="postgresql"} 1.0' in body
+    assert "cfs_queue_depth" not in body  # left out, not reported as an empty queue
+    assert 'cfs_summaries{status="queued"}' in body and "cfs_http_requests_total" in body
+    monkeypatch.undo()
+    assert 'cfs_dependency_up{dependency="redis"} 1.0' in client.get("/metrics").body.decode()
 
 
 def test_an_unexpected_error_is_a_generic_500_without_traceback(client, world, monkeypatch, caplog):

@@ -10,12 +10,15 @@ Queue depths and summary counts are read from Redis and PostgreSQL at scrape tim
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 
 from shared.platform.config import get_settings
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+log = logging.getLogger(__name__)
+
 DELIVERY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600)
 
 
@@ -60,13 +63,29 @@ def __getattr__(name: str):
 
 class LiveStateCollector:
     """Read at scrape time: queue depth and oldest message age (Redis), and summaries and deliveries
-    by state (PostgreSQL), so that every scrape sees the system as it is."""
+    by state (PostgreSQL), so that every scrape sees the system as it is. A server that does not
+    answer loses its gauges, not the scrape: `cfs_dependency_up` says which, and every counter is
+    still there, which is when monitoring matters most."""
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
-        from sqlalchemy import text
 
-        from shared.platform.db import get_engine
+        up = GaugeMetricFamily("cfs_dependency_up", "Whether the server answered this scrape",
+                               labels=["dependency"])
+        for dependency, gauges in (("redis", self._queues), ("postgresql", self._states)):
+            try:
+                families = list(gauges())
+            except Exception:
+                log.warning("%s did not answer a scrape; its gauges are left out", dependency, exc_info=True)
+                families = []
+            up.add_metric([dependency], 1 if families else 0)
+            yield from families
+        yield up
+
+    @staticmethod
+    def _queues():
+        from prometheus_client.core import GaugeMetricFamily
+
         from shared.platform.queue import CALLBACKS_QUEUE, SUMMARIES_QUEUE, get_redis, queue_depth
 
         depth = GaugeMetricFamily("cfs_queue_depth", "Messages waiting in a queue", labels=["queue"])
@@ -76,6 +95,15 @@ class LiveStateCollector:
             waiting, oldest_s = queue_depth(get_redis(), queue)
             depth.add_metric([queue], waiting)
             age.add_metric([queue], oldest_s or 0.0)
+        return depth, age
+
+    @staticmethod
+    def _states():
+        from prometheus_client.core import GaugeMetricFamily
+        from sqlalchemy import text
+
+        from shared.platform.db import get_engine
+
         summaries = GaugeMetricFamily("cfs_summaries", "Summaries by status", labels=["status"])
         deliveries = GaugeMetricFamily("cfs_callback_deliveries", "Callback deliveries by state", labels=["state"])
         expired = GaugeMetricFamily("cfs_summaries_expired_leases", "In-progress summaries whose lease expired")
@@ -89,7 +117,7 @@ class LiveStateCollector:
             expired.add_metric([], connection.execute(text(
                 "SELECT count(*) FROM feedback_summaries WHERE status = 'in-progress' AND lease_expires_at < now()"
             )).scalar())
-        yield from (depth, age, summaries, deliveries, expired)
+        return summaries, deliveries, expired
 
 
 def scrape_registry(live: bool = True):
