@@ -40,6 +40,20 @@ def migrate(args: argparse.Namespace) -> None:
     print("migrations applied")
 
 
+def health(args: argparse.Namespace) -> int:
+    """Reads only this machine's heartbeat file: a probe must not depend on PostgreSQL or Redis."""
+    from cli.processes import WORKERS
+    from shared.platform import heartbeat
+
+    name = WORKERS[args.process].node if args.process in WORKERS else args.process
+    problem = heartbeat.problem(get_settings(), name, args.max_age)
+    if problem:
+        print(f"summaries health: {safe(problem)}", file=sys.stderr)
+        return 1
+    print(f"{name}: alive")
+    return 0
+
+
 def accounts(args: argparse.Namespace) -> None:
     if args.action == "create":
         _create_account(args)
