@@ -122,6 +122,13 @@ class Settings:
     # An API key and its secret for `calls sync`, used instead of the account's auth token when both are set.
     twilio_api_key: str | None
     twilio_api_secret: str | None
+    # Redis over TLS (rediss:// or sentinels://) and through Sentinel, for every Redis client: the
+    # broker, the in-flight markers, the callback guards and the rate limit (docs/redis.md).
+    redis_tls_ca_file: str | None  # the CA that signed Redis's certificate; unset: the system's trust store
+    redis_tls_cert_file: str | None  # a client certificate, for a Redis that asks for one
+    redis_tls_key_file: str | None
+    redis_tls_verify: bool  # false: TLS without checking Redis's certificate (logged as a warning)
+    redis_sentinel_master: str | None  # the master's name at the sentinels, for a sentinel:// REDIS_URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -160,9 +167,47 @@ class Settings:
             twilio_api_base_url=_base_url(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
             twilio_api_key=_optional(env, "TWILIO_API_KEY"),
             twilio_api_secret=_optional(env, "TWILIO_API_SECRET"),
+            redis_tls_ca_file=_file(env, "REDIS_TLS_CA_FILE"),
+            redis_tls_cert_file=_file(env, "REDIS_TLS_CERT_FILE"),
+            redis_tls_key_file=_key_file(env, "REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"),
+            redis_tls_verify=_bool(env, "REDIS_TLS_VERIFY", True),
+            redis_sentinel_master=_sentinel_master(env, "REDIS_SENTINEL_MASTER", "REDIS_URL"),
         )
 
 
 @functools.cache
 def get_settings() -> Settings:
     return Settings.from_env()
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    path = _optional(env, name)
+    if path is not None and not Path(path).is_file():
+        raise SettingError(f"{name} must be a readable file, got {path!r}")
+    return path
+
+
+def _key_file(env: Mapping[str, str], name: str, cert_name: str) -> str | None:
+    path = _file(env, name)
+    if path is not None and _optional(env, cert_name) is None:
+        raise SettingError(f"{name} needs {cert_name}, the certificate the key belongs to")
+    return path
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
+
+
+def _sentinel_master(env: Mapping[str, str], name: str, url_name: str) -> str | None:
+    """The master's name, required with (and only meaningful for) a sentinel URL, which is checked too."""
+    from shared.platform.redis_connect import parse_url
+
+    master, url = _optional(env, name), _optional(env, url_name)
+    if url is not None and parse_url(url).sentinels and master is None:
+        raise SettingError(f"{name} must name the master the sentinels of {url_name} watch")
+    return master
