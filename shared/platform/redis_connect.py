@@ -14,14 +14,14 @@ store, unless REDIS_TLS_VERIFY=false.
 from __future__ import annotations
 
 import logging
-import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
-import redis
-from redis.sentinel import Sentinel
-
 from shared.platform.config import SettingError, Settings
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ def tls_options(settings: Settings) -> dict:
     options = {"ssl_ca_certs": settings.redis_tls_ca_file, "ssl_certfile": settings.redis_tls_cert_file,
                "ssl_keyfile": settings.redis_tls_key_file}
     if settings.redis_tls_verify:
-        return {**options, "ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+        return {**options, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
     if not _warned:
         _warned = True
         log.warning("REDIS_TLS_VERIFY=false: Redis's TLS certificate is not checked; anyone on the path can "
                     "read and change the queue")
-    return {**options, "ssl_cert_reqs": ssl.CERT_NONE, "ssl_check_hostname": False}
+    return {**options, "ssl_cert_reqs": "none", "ssl_check_hostname": False}
 
 
 def connection_options(settings: Settings, target: Target) -> dict:
@@ -110,6 +110,9 @@ def sentinel_options(settings: Settings, target: Target) -> dict:
 def client(settings: Settings, url: str) -> redis.Redis:
     """A new redis-py client for the Redis behind `url`: the master that the sentinels name, for a
     sentinel URL, looked up again on every new connection (so after a failover too)."""
+    import redis  # here, not above: the settings parse URLs with this module, in gunicorn's master too,
+    from redis.sentinel import Sentinel  # which must not import ssl before gevent patches it
+
     target = parse_url(url)
     options = connection_options(settings, target)
     if not target.sentinels:
