@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> App:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
-    rate_limit = CreateRateLimit(queue.broker_url(settings), settings.create_rate_limit, settings.enqueue_timeout_s)
+    rate_limit = CreateRateLimit(queue.broker_url(settings), settings)
     return App(Services(
         settings=settings,
         sessions=get_sessionmaker(),

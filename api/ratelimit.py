@@ -12,14 +12,20 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from api.errors import TooManyRequests
+from shared.platform import redis_connect
+from shared.platform.config import Settings
 
 log = logging.getLogger(__name__)
 
 
 class CreateRateLimit:
-    def __init__(self, redis_url: str, rule: str, timeout_s: float):
-        self.items = parse_many(rule)
-        storage = RedisStorage(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    def __init__(self, redis_url: str, settings: Settings):
+        self.items = parse_many(settings.create_rate_limit)
+        # A client of the project's own making (TLS, Sentinel), for the same Redis as the queue: limits'
+        # redis+sentinel storage would read the windows from replicas and send Redis's password to the
+        # sentinels; the URL given here only tells limits it is Redis.
+        pool = redis_connect.client(settings, redis_url).connection_pool
+        storage = RedisStorage("redis://", connection_pool=pool)
         self.limiter = MovingWindowRateLimiter(storage)
 
     def check(self, account_sid: str) -> None:

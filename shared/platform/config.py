@@ -48,9 +48,11 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return _number(env, name, default, float, "a number", minimum, maximum)
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -78,7 +80,8 @@ def _service_url(name: str, value: str | None, schemes: tuple[str, ...]) -> str 
         return None
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018  (raises on a malformed port)
+        if "," not in parts.netloc:  # several hosts (Sentinel): redis_connect.parse_url checks each
+            parts.port  # noqa: B018  (raises on a malformed port)
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in schemes:
@@ -194,14 +197,23 @@ class Settings:
     # An API key and its secret for `calls sync`, used instead of the account's auth token when both are set.
     twilio_api_key: str | None
     twilio_api_secret: str | None
+    # Redis over TLS (rediss:// or sentinels://) and through Sentinel, for every Redis client: the
+    # broker, the in-flight markers, the callback guards and the rate limit (docs/redis.md).
+    redis_tls_ca_file: str | None  # the CA that signed Redis's certificate; unset: the system's trust store
+    redis_tls_cert_file: str | None  # a client certificate, for a Redis that asks for one
+    redis_tls_key_file: str | None
+    redis_tls_verify: bool  # false: TLS without checking Redis's certificate (logged as a warning)
+    redis_sentinel_master: str | None  # the master's name at the sentinels, for a sentinel:// REDIS_URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         data_dir = Path(env.get("SUMMARIES_DATA_DIR", "") or ".data").absolute()
+        redis_url = _service_url("REDIS_URL", _secret(env, "REDIS_URL"),
+                                 ("redis", "rediss", "unix", "sentinel", "sentinels"))
         return cls(
             database_url=_service_url("DATABASE_URL", _secret(env, "DATABASE_URL"),
                                       ("postgres", "postgresql", "postgresql+psycopg")),
-            redis_url=_service_url("REDIS_URL", _secret(env, "REDIS_URL"), ("redis", "rediss", "unix")),
+            redis_url=redis_url,
             embedded=_flag(env, "SUMMARIES_EMBEDDED"),
             data_dir=data_dir,
             auth_token_keys=_fernet_keys("AUTH_TOKEN_KEYS", _secret(env, "AUTH_TOKEN_KEYS")),
@@ -235,6 +247,11 @@ class Settings:
             twilio_api_base_url=_base_url(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
             twilio_api_key=_optional(env, "TWILIO_API_KEY"),
             twilio_api_secret=_optional(env, "TWILIO_API_SECRET"),
+            redis_tls_ca_file=_file(env, "REDIS_TLS_CA_FILE"),
+            redis_tls_cert_file=_file(env, "REDIS_TLS_CERT_FILE"),
+            redis_tls_key_file=_key_file(env, "REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"),
+            redis_tls_verify=_flag(env, "REDIS_TLS_VERIFY", default=True),
+            redis_sentinel_master=_sentinel_master(env, "REDIS_SENTINEL_MASTER", redis_url),
         )
 
 
@@ -278,3 +295,27 @@ def check_or_exit(process: str, servers: bool = True, keys: bool = True) -> Sett
         print(f"summaries {process}: configuration: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     return settings
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    path = _optional(env, name)
+    if path is not None and not Path(path).is_file():
+        raise SettingError(f"{name} must be a readable file, got {path!r}")
+    return path
+
+
+def _key_file(env: Mapping[str, str], name: str, cert_name: str) -> str | None:
+    path = _file(env, name)
+    if path is not None and _optional(env, cert_name) is None:
+        raise SettingError(f"{name} needs {cert_name}, the certificate the key belongs to")
+    return path
+
+
+def _sentinel_master(env: Mapping[str, str], name: str, url: str | None) -> str | None:
+    """The master's name, required with (and only meaningful for) a sentinel REDIS_URL, checked too."""
+    from shared.platform.redis_connect import parse_url
+
+    master = _optional(env, name)
+    if url is not None and parse_url(url).sentinels and master is None:
+        raise SettingError(f"{name} must name the master the sentinels of REDIS_URL watch")
+    return master
