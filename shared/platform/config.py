@@ -122,6 +122,13 @@ class Settings:
     # An API key and its secret for `calls sync`, used instead of the account's auth token when both are set.
     twilio_api_key: str | None
     twilio_api_secret: str | None
+    # The database pool and PgBouncer (docs/pgbouncer.md). Off: psycopg never prepares a statement
+    # (prepare_threshold=None), as a transaction-mode PgBouncer without max_prepared_statements needs.
+    database_prepared_statements: bool
+    database_pool_size: int  # connections each process keeps (a cap: opened only when used at once)
+    database_max_overflow: int  # opened beyond those at peaks, closed when returned
+    database_pool_timeout_s: float  # waiting this long for a connection is a transient error
+    migration_database_url: str | None  # `summaries migrate` connects here when set (past PgBouncer)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -160,9 +167,34 @@ class Settings:
             twilio_api_base_url=_base_url(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
             twilio_api_key=_optional(env, "TWILIO_API_KEY"),
             twilio_api_secret=_optional(env, "TWILIO_API_SECRET"),
+            database_prepared_statements=_switch(env, "DATABASE_PREPARED_STATEMENTS", True),
+            database_pool_size=_at_least(env, "DATABASE_POOL_SIZE", 5, 1),
+            database_max_overflow=_at_least(env, "DATABASE_MAX_OVERFLOW", 5, 0),
+            database_pool_timeout_s=_at_least(env, "DATABASE_POOL_TIMEOUT_S", 5.0, 0.1, _float),
+            migration_database_url=_optional(env, "MIGRATION_DATABASE_URL"),
         )
 
 
 @functools.cache
 def get_settings() -> Settings:
     return Settings.from_env()
+
+
+# Used by from_env for the database settings above; here, below it, to keep them in one place.
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "yes", "1"):
+        return True
+    if raw in ("off", "false", "no", "0"):
+        return False
+    raise SettingError(f"{name} must be on or off, got {raw!r}")
+
+
+def _at_least(env: Mapping[str, str], name: str, default, low, read=_int):
+    # SQLAlchemy reads pool_size 0 and max_overflow -1 as "no limit": never what a typo meant.
+    value = read(env, name, default)
+    if value < low:
+        raise SettingError(f"{name} must be at least {low}, got {value}")
+    return value
