@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
@@ -26,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from shared.platform import db
 from shared.platform.config import Settings, get_settings
 from tests.processes import summaries_cli, wait_for
-from tests.support import feedback_path, free_port, make_account, make_calls, summaries_path
+from tests.support import basic, feedback_path, free_port, make_account, make_calls, summaries_path
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 SERVER_POOL = 2  # server connections per database and user: fewer than the clients, so they are shared
@@ -252,3 +254,55 @@ def test_migrations_run_through_pgbouncer_on_migration_database_url(pgbouncer, e
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM alembic_version")) == 1
         assert connection.scalar(text("SELECT to_regclass('feedback_summaries') IS NOT NULL"))
+
+
+SUMMARIES = 12
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_and_beat_through_pgbouncer_compute_and_call_back(pgbouncer, engine, redis_client, tmp_path):
+    """The Procfile's web, callbacks-style worker (threads, both queues) and scheduler, each with
+    DATABASE_URL on PgBouncer and prepares off: summaries created over HTTP are computed and their
+    callbacks delivered, while the scheduler's fold and sweep run through it too."""
+    from tests.processes import celery_beat, celery_worker, gunicorn
+    from tests.receiver import Receiver
+
+    account = make_account(engine)
+    make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)] * 3)
+    env = {"DATABASE_URL": pgbouncer.url, "DATABASE_PREPARED_STATEMENTS": "off",
+           "CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    receiver = Receiver()
+    started = []
+    try:
+        # The worker and the scheduler start while gunicorn does; messages wait in Redis meanwhile.
+        started.append(celery_worker(tmp_path, "bounced", concurrency=8, env=env, pool="threads"))
+        started.append(celery_beat(tmp_path, env))
+        web, base_url = gunicorn(tmp_path, env=env)
+        started.append(web)
+        form = urlencode({"StartDate": "2024-01-01", "EndDate": "2024-01-31",
+                          "StatusCallback": receiver.script("/done")}).encode()
+        sids = []
+        for _ in range(SUMMARIES):
+            request = urllib.request.Request(base_url + summaries_path(account.sid), data=form,
+                                             headers={"Authorization": basic(account.sid, account.auth_token)})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 201
+                sids.append(json.load(response)["sid"])
+
+        def delivered() -> bool:
+            with engine.connect() as connection:
+                states = connection.execute(text("SELECT state FROM callback_deliveries")).scalars().all()
+            return states == ["delivered"] * SUMMARIES
+
+        wait_for(delivered, 60, 0.2, f"{SUMMARIES} callbacks delivered through pgbouncer")
+        clients = pgbouncer.ours("CLIENTS")
+    finally:
+        for process in started:
+            process.stop()
+        receiver.close()
+    callbacks = receiver.requests_to("/done")
+    assert sorted(r.form["FeedbackSummarySid"] for r in callbacks) == sorted(sids)
+    assert {(r.form["Status"], r.form["CallCount"]) for r in callbacks} == {("completed", "3")}
+    for process in started:
+        assert "prepared statement" not in process.output() and "Traceback" not in process.output(), process.name
+    assert len(clients) > SERVER_POOL
