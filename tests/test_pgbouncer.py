@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from shared.platform import db
-from shared.platform.config import Settings, get_settings
+from shared.platform.config import SettingError, Settings, get_settings
 from tests.processes import summaries_cli, wait_for
 from tests.support import basic, feedback_path, free_port, make_account, make_calls, summaries_path
 
@@ -106,6 +106,26 @@ def pgbouncer(service_urls):
 
 def settings(prepared: str) -> Settings:
     return Settings.from_env({**os.environ, "DATABASE_PREPARED_STATEMENTS": prepared})
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("DATABASE_PREPARED_STATEMENTS", "maybe", "on or off"),
+    ("DATABASE_POOL_SIZE", "0", "at least 1"),  # SQLAlchemy would read 0 as no limit
+    ("DATABASE_MAX_OVERFLOW", "-1", "at least 0"),  # and -1 as no limit on overflow
+    ("DATABASE_POOL_TIMEOUT_S", "0", "at least 0.1"),
+    ("DATABASE_POOL_SIZE", "ten", "an integer"),
+])
+def test_a_bad_database_setting_is_refused_by_name(variable, value, message):
+    with pytest.raises(SettingError, match=f"^{variable} must .*{message}"):
+        Settings.from_env({variable: value})
+
+
+def test_database_settings_defaults_and_spellings():
+    defaults = Settings.from_env({})
+    assert (defaults.database_prepared_statements, defaults.database_pool_size, defaults.database_max_overflow,
+            defaults.database_pool_timeout_s, defaults.migration_database_url) == (True, 5, 5, 5.0, None)
+    for off in ("off", "OFF", "false", "no", "0"):
+        assert not Settings.from_env({"DATABASE_PREPARED_STATEMENTS": off}).database_prepared_statements
 
 
 @pytest.mark.parametrize("prepared, threshold", [("on", 5), ("off", None)])
