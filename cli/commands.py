@@ -36,7 +36,9 @@ def up(args: argparse.Namespace) -> int:
 def migrate(args: argparse.Namespace) -> None:
     from cli.migrate import upgrade
 
-    upgrade(database_url(get_settings()))
+    settings = get_settings()
+    # MIGRATION_DATABASE_URL: straight to PostgreSQL when DATABASE_URL is a PgBouncer (docs/pgbouncer.md).
+    upgrade(settings.migration_database_url or database_url(settings))
     print("migrations applied")
 
 

@@ -5,11 +5,12 @@ from sqlalchemy import create_engine, pool
 
 from shared import models
 from shared.platform.config import get_settings
-from shared.platform.db import database_url, sqlalchemy_url
+from shared.platform.db import connect_args, database_url, sqlalchemy_url
 
 url = context.config.get_main_option("sqlalchemy.url") or database_url(get_settings())
 # Not written back into the config: its parser treats the '%' of an escaped socket path as syntax.
-engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+# DATABASE_PREPARED_STATEMENTS applies here too: a migration may run through PgBouncer.
+engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=connect_args(get_settings()))
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=models.Base.metadata, compare_type=True)
     with context.begin_transaction():

@@ -104,6 +104,7 @@ def _fernet_keys(name: str, value: str | None) -> tuple[str, ...]:
     return keys
 
 
+POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -158,6 +159,30 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     return _int(env, name, None, 1, 65535)
 
 
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    path = _optional(env, name)
+    if path is not None and not Path(path).is_file():
+        raise SettingError(f"{name} must be a readable file, got {path!r}")
+    return path
+
+
+def _key_file(env: Mapping[str, str], name: str, cert_name: str) -> str | None:
+    path = _file(env, name)
+    if path is not None and _optional(env, cert_name) is None:
+        raise SettingError(f"{name} needs {cert_name}, the certificate the key belongs to")
+    return path
+
+
+def _sentinel_master(env: Mapping[str, str], name: str, url: str | None) -> str | None:
+    """The master's name, required with (and only meaningful for) a sentinel REDIS_URL, checked too."""
+    from shared.platform.redis_connect import parse_url
+
+    master = _optional(env, name)
+    if url is not None and parse_url(url).sentinels and master is None:
+        raise SettingError(f"{name} must name the master the sentinels of REDIS_URL watch")
+    return master
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None  # unset: the embedded PostgreSQL in data_dir, where embedded servers are allowed
@@ -204,6 +229,13 @@ class Settings:
     redis_tls_key_file: str | None
     redis_tls_verify: bool  # false: TLS without checking Redis's certificate (logged as a warning)
     redis_sentinel_master: str | None  # the master's name at the sentinels, for a sentinel:// REDIS_URL
+    # The database pool and PgBouncer (docs/pgbouncer.md). Off: psycopg never prepares a statement
+    # (prepare_threshold=None), as a transaction-mode PgBouncer without max_prepared_statements needs.
+    database_prepared_statements: bool
+    database_pool_size: int  # connections each process keeps (a cap: opened only when used at once)
+    database_max_overflow: int  # opened beyond those at peaks, closed when returned
+    database_pool_timeout_s: float  # waiting this long for a connection is a transient error
+    migration_database_url: str | None  # `summaries migrate` connects here when set (past PgBouncer)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -211,8 +243,7 @@ class Settings:
         redis_url = _service_url("REDIS_URL", _secret(env, "REDIS_URL"),
                                  ("redis", "rediss", "unix", "sentinel", "sentinels"))
         return cls(
-            database_url=_service_url("DATABASE_URL", _secret(env, "DATABASE_URL"),
-                                      ("postgres", "postgresql", "postgresql+psycopg")),
+            database_url=_service_url("DATABASE_URL", _secret(env, "DATABASE_URL"), POSTGRES_SCHEMES),
             redis_url=redis_url,
             embedded=_flag(env, "SUMMARIES_EMBEDDED"),
             data_dir=data_dir,
@@ -252,6 +283,13 @@ class Settings:
             redis_tls_key_file=_key_file(env, "REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"),
             redis_tls_verify=_flag(env, "REDIS_TLS_VERIFY", default=True),
             redis_sentinel_master=_sentinel_master(env, "REDIS_SENTINEL_MASTER", redis_url),
+            database_prepared_statements=_flag(env, "DATABASE_PREPARED_STATEMENTS", default=True),
+            # SQLAlchemy reads pool_size 0 and max_overflow -1 as "no limit": never what a typo meant.
+            database_pool_size=_int(env, "DATABASE_POOL_SIZE", 5, 1),
+            database_max_overflow=_int(env, "DATABASE_MAX_OVERFLOW", 5, 0),
+            database_pool_timeout_s=_float(env, "DATABASE_POOL_TIMEOUT_S", 5.0, 0.1),
+            migration_database_url=_service_url("MIGRATION_DATABASE_URL", _secret(env, "MIGRATION_DATABASE_URL"),
+                                                POSTGRES_SCHEMES),
         )
 
 
@@ -295,27 +333,3 @@ def check_or_exit(process: str, servers: bool = True, keys: bool = True) -> Sett
         print(f"summaries {process}: configuration: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     return settings
-
-
-def _file(env: Mapping[str, str], name: str) -> str | None:
-    path = _optional(env, name)
-    if path is not None and not Path(path).is_file():
-        raise SettingError(f"{name} must be a readable file, got {path!r}")
-    return path
-
-
-def _key_file(env: Mapping[str, str], name: str, cert_name: str) -> str | None:
-    path = _file(env, name)
-    if path is not None and _optional(env, cert_name) is None:
-        raise SettingError(f"{name} needs {cert_name}, the certificate the key belongs to")
-    return path
-
-
-def _sentinel_master(env: Mapping[str, str], name: str, url: str | None) -> str | None:
-    """The master's name, required with (and only meaningful for) a sentinel REDIS_URL, checked too."""
-    from shared.platform.redis_connect import parse_url
-
-    master = _optional(env, name)
-    if url is not None and parse_url(url).sentinels and master is None:
-        raise SettingError(f"{name} must name the master the sentinels of REDIS_URL watch")
-    return master

@@ -39,14 +39,25 @@ def database_url(settings: Settings) -> str:
     return embedded.postgres_url(settings.data_dir)
 
 
-def make_engine(url: str) -> Engine:
+def connect_args(settings: Settings) -> dict[str, Any]:
+    args: dict[str, Any] = {"connect_timeout": 5, "application_name": "call-feedback-summaries"}
+    if not settings.database_prepared_statements:
+        # psycopg prepares a statement the 6th time a connection runs it, on the server session it
+        # is on; behind a transaction-mode PgBouncer the next transaction may be on another one
+        # ("prepared statement _pg3_0 does not exist" / "already exists"). None: never prepare.
+        args["prepare_threshold"] = None
+    return args
+
+
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    settings = settings or get_settings()
     return create_engine(
         sqlalchemy_url(url),
         pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=5,
-        pool_timeout=5,
-        connect_args={"connect_timeout": 5, "application_name": "call-feedback-summaries"},
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_s,
+        connect_args=connect_args(settings),
     )
 
 
