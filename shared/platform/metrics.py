@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from pathlib import Path
 
 from shared.platform.config import get_settings
@@ -30,8 +31,21 @@ def multiprocess_dir() -> Path:
     return path
 
 
-@functools.cache
+_MAKING = threading.Lock()
+_made: dict[str, object] = {}
+
+
 def _metrics() -> dict[str, object]:
+    # Made once under a lock: functools.cache does not stop two of the callbacks worker's threads from
+    # both making them, and prometheus_client refuses the second registration (DuplicateTimeseries).
+    if not _made:
+        with _MAKING:
+            if not _made:
+                _made.update(_make())
+    return _made
+
+
+def _make() -> dict[str, object]:
     multiprocess_dir()
     from prometheus_client import Counter, Histogram
 
