@@ -11,6 +11,9 @@ url = context.config.get_main_option("sqlalchemy.url") or database_url(get_setti
 # Not written back into the config: its parser treats the '%' of an escaped socket path as syntax.
 engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
 with engine.connect() as connection:
-    context.configure(connection=connection, target_metadata=models.Base.metadata, compare_type=True)
+    # One transaction per revision: its locks go with its commit, and a revision that gave up on a lock
+    # (shared/migrations/rolling.py) is tried again from where the run stopped.
+    context.configure(connection=connection, target_metadata=models.Base.metadata, compare_type=True,
+                      transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
