@@ -34,10 +34,19 @@ def up(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> None:
-    from cli.migrate import upgrade
+    from cli.migrate import MigrationBlocked, upgrade
+    from shared.platform.logs import configure_logging
 
-    upgrade(database_url(get_settings()))
-    print("migrations applied")
+    configure_logging(get_settings().log_level)  # the retries and deferrals are logged
+    try:
+        deferred = upgrade(database_url(get_settings()), contract=args.contract, lock_timeout=args.lock_timeout)
+    except (MigrationBlocked, ValueError) as error:
+        raise CommandError(str(error)) from None
+    if deferred:
+        print(f"migrations applied, except {', '.join(deferred)}: run `summaries migrate` again once the "
+              "release is rolled out")
+    else:
+        print("migrations applied")
 
 
 def accounts(args: argparse.Namespace) -> None:

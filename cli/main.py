@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--worker-concurrency", type=int, default=processes.WORKERS["worker"].concurrency)
     up.add_argument("--demo", action="store_true", help="create and seed a demo account once, and print a curl")
 
-    commands.add_parser("migrate", help="apply the database migrations")
+    migrate = commands.add_parser("migrate", help="apply the database migrations")
+    migrate.add_argument("--contract", action="store_true",
+                         help="also apply contract revisions whose expand step this run applies: only when no "
+                              "process of the previous release runs")
+    migrate.add_argument("--lock-timeout", default="5s", metavar="DURATION",
+                         help="how long a revision waits for a lock before it is tried again (default 5s)")
 
     accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True)
     create = accounts.add_parser("create", help="create an account and print its SID and auth token; with --sid "
