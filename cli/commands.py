@@ -34,12 +34,22 @@ def up(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> None:
-    from cli.migrate import upgrade
+    from cli.migrate import MigrationBlocked, upgrade
+    from shared.platform.logs import configure_logging
 
     settings = get_settings()
+    configure_logging(settings.log_level)  # the retries and deferrals are logged
     # MIGRATION_DATABASE_URL: straight to PostgreSQL when DATABASE_URL is a PgBouncer (docs/pgbouncer.md).
-    upgrade(settings.migration_database_url or database_url(settings))
-    print("migrations applied")
+    url = settings.migration_database_url or database_url(settings)
+    try:
+        deferred = upgrade(url, contract=args.contract, lock_timeout=args.lock_timeout)
+    except (MigrationBlocked, ValueError) as error:
+        raise CommandError(str(error)) from None
+    if deferred:
+        print(f"migrations applied, except {', '.join(deferred)}: run `summaries migrate` again once the "
+              "release is rolled out")
+    else:
+        print("migrations applied")
 
 
 def health(args: argparse.Namespace) -> int:

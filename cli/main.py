@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--worker-concurrency", type=int, default=processes.WORKERS["worker"].concurrency)
     up.add_argument("--demo", action="store_true", help="create and seed a demo account once, and print a curl")
 
-    commands.add_parser("migrate", help="apply the database migrations")
+    migrate = commands.add_parser("migrate", help="apply the database migrations")
+    migrate.add_argument("--contract", action="store_true",
+                         help="also apply contract revisions whose expand step this run applies: only when no "
+                              "process of the previous release runs")
+    migrate.add_argument("--lock-timeout", default="5s", metavar="DURATION",
+                         help="how long a revision waits for a lock before it is tried again (default 5s)")
 
     health = commands.add_parser("health", help="exit 0 if a worker or the scheduler on this machine is alive (a "
                                                 "liveness probe); 1 and the reason if not")

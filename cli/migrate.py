@@ -1,25 +1,111 @@
-"""Apply the Alembic migrations: `summaries migrate`, the Procfile's release step, and the tests."""
+"""Apply the Alembic migrations: `summaries migrate`, the Procfile's release step, and the tests.
+
+Made for a rolling deploy (shared/migrations/rolling.py): every revision gives up on a lock it
+cannot get within `lock_timeout`, and is tried again here after a pause, a few times, before the
+command fails; a contract revision waits for a run after the one that applied what it contracts.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from psycopg.errors import LockNotAvailable
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import OperationalError
 
 import shared
+from shared.platform.config import get_settings
+from shared.platform.db import database_url, sqlalchemy_url
 
 # The revisions live beside the schema they change (shared/models.py); only this command applies them.
 MIGRATIONS_DIR = Path(shared.__file__).parent / "migrations"
+LOCK_TIMEOUT = "5s"
+ATTEMPTS = 5
+BACKOFF_S = 2.0
+DURATION = re.compile(r"[1-9][0-9]*(ms|s)")
+
+log = logging.getLogger("summaries.migrate")
 
 
-def alembic_config(url: str | None = None) -> Config:
+class MigrationBlocked(Exception):
+    """A revision kept timing out on a lock: another transaction holds it for longer than the retries last."""
+
+
+def alembic_config(url: str | None = None, lock_timeout: str = LOCK_TIMEOUT, batch_size: int | None = None) -> Config:
+    if not DURATION.fullmatch(lock_timeout):
+        raise ValueError(f"lock timeout {lock_timeout!r}: a whole number of ms or s, as 500ms or 5s")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["lock_timeout"] = lock_timeout
+    if batch_size:
+        config.attributes["batch_size"] = batch_size
     return config
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def current_revision(url: str | None) -> str | None:
+    engine = create_engine(sqlalchemy_url(url or database_url(get_settings())), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def plan(config: Config, current: str | None, target: str = "head", contract: bool = False) -> tuple[str, list[str]]:
+    """How far this run goes, and the contract revisions it leaves for a later run (in order).
+
+    A contract revision removes what the release before its `contracts` revision still uses; it is
+    applied once that revision was there when a run started (the release that no longer uses it is
+    rolled out), on an empty database (no old release can run), or with `contract`."""
+    script = ScriptDirectory.from_config(config)
+    chain = [s for s in reversed(list(script.walk_revisions()))]  # base first; the chain is linear
+    names = [s.revision for s in chain]
+    end = len(chain) - 1 if target == "head" else names.index(script.get_revision(target).revision)
+    start = names.index(current) + 1 if current else 0
+    if current is None or contract:
+        return names[end], []
+    applied = set(names[:start])
+    for index in range(start, end + 1):
+        contracted = getattr(chain[index].module, "contracts", None)
+        if contracted and contracted not in applied:
+            return (names[index - 1] if index else "base"), names[index:end + 1]
+    return names[end], []
+
+
+def upgrade(url: str | None = None, revision: str = "head", *, contract: bool = False,
+            lock_timeout: str = LOCK_TIMEOUT, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S,
+            batch_size: int | None = None) -> list[str]:
+    """Apply the migrations up to `revision`; answer the contract revisions left for a later run."""
+    config = alembic_config(url, lock_timeout, batch_size)
+    target, deferred = plan(config, current_revision(url), revision, contract)
+    if deferred:
+        log.warning("contract revisions %s left for the next run of `summaries migrate`: they remove what the "
+                    "previous release still uses; run it again once no process of that release runs "
+                    "(or now with --contract, if none does)", ", ".join(deferred))
+    for attempt in range(1, attempts + 1):
+        try:
+            command.upgrade(config, target)
+            return deferred
+        except OperationalError as error:
+            if not isinstance(error.orig, LockNotAvailable):
+                raise
+            at = current_revision(url)
+            reason = str(error.orig).strip().splitlines()[0]
+            if attempt == attempts:
+                raise MigrationBlocked(f"the revision after {at or 'none'} waited more than {lock_timeout} for a "
+                                       f"lock {attempts} times ({reason}); the database stays at {at or 'none'}: "
+                                       "find the long transaction (pg_stat_activity) and run it again") from error
+            pause = backoff_s * 2 ** (attempt - 1)
+            log.warning("the revision after %s waited more than %s for a lock (%s), attempt %d of %d; "
+                        "trying again in %.1f s", at or "none", lock_timeout, reason, attempt, attempts, pause)
+            time.sleep(pause)
+    return deferred

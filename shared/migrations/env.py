@@ -12,6 +12,9 @@ url = context.config.get_main_option("sqlalchemy.url") or database_url(get_setti
 # DATABASE_PREPARED_STATEMENTS applies here too: a migration may run through PgBouncer.
 engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=connect_args(get_settings()))
 with engine.connect() as connection:
-    context.configure(connection=connection, target_metadata=models.Base.metadata, compare_type=True)
+    # One transaction per revision: its locks go with its commit, and a revision that gave up on a lock
+    # (shared/migrations/rolling.py) is tried again from where the run stopped.
+    context.configure(connection=connection, target_metadata=models.Base.metadata, compare_type=True,
+                      transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()

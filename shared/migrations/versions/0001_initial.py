@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from shared.migrations.rolling import set_lock_timeout
+
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -16,6 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    set_lock_timeout()
     op.create_table('accounts',
     sa.Column('sid', sa.String(length=34), nullable=False),
     sa.Column('parent_sid', sa.String(length=34), nullable=True),
@@ -93,6 +96,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    set_lock_timeout()
     op.drop_index(op.f('ix_idempotency_keys_summary_sid'), table_name='idempotency_keys')
     op.drop_table('idempotency_keys')
     op.drop_index('call_feedback_account_date_created', table_name='call_feedback', postgresql_include=['quality_score', 'issues'])

@@ -15,6 +15,8 @@ Revises: 0005
 import sqlalchemy as sa
 from alembic import op
 
+from shared.migrations.rolling import set_lock_timeout
+
 revision = '0006'
 down_revision = '0005'
 branch_labels = None
@@ -22,7 +24,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("SET LOCAL lock_timeout = '5s'")
+    set_lock_timeout()
     op.add_column('calls', sa.Column('provisional', sa.Boolean(), server_default=sa.false(), nullable=False))
     op.execute("""
 CREATE FUNCTION calls_drop_foreign_feedback() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -35,6 +37,7 @@ END $$""")
 
 
 def downgrade() -> None:
+    set_lock_timeout()
     op.execute("DROP TRIGGER calls_feedback_follows_owner ON calls")
     op.execute("DROP FUNCTION calls_drop_foreign_feedback()")
     op.drop_column('calls', 'provisional')

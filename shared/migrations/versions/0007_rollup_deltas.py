@@ -27,6 +27,8 @@ from pathlib import Path
 
 from alembic import op
 
+from shared.migrations.rolling import set_lock_timeout
+
 revision = '0007'
 down_revision = '0006'
 branch_labels = None
@@ -114,7 +116,7 @@ def _revision_0003():
 
 
 def upgrade() -> None:
-    op.execute("SET LOCAL lock_timeout = '5s'")
+    set_lock_timeout()
     op.execute("LOCK TABLE calls, call_feedback IN SHARE ROW EXCLUSIVE MODE")
     op.execute(f"CREATE TABLE calls_rollup_deltas (account_sid varchar(34) NOT NULL, day date NOT NULL, "
                f"calls integer NOT NULL) {QUEUE_STORAGE}")
@@ -126,6 +128,8 @@ def upgrade() -> None:
             op.execute(f"DROP TRIGGER {table}_rollup_{event} ON {table}")
     op.execute("DROP FUNCTION rollup_calls()")
     op.execute("DROP FUNCTION rollup_call_feedback()")
+    # 0003's backfill progress, on installs that applied it in batches: no function reads it now.
+    op.execute("DROP TABLE IF EXISTS rollup_backfill")
     op.execute(CALLS_FUNCTION)
     op.execute(FEEDBACK_FUNCTION)
     for table, function, changed in (("calls", "calls_rollup_delta", CALLS_CHANGED),
@@ -137,7 +141,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("SET LOCAL lock_timeout = '5s'")
+    set_lock_timeout()
     op.execute("LOCK TABLE calls, call_feedback IN SHARE ROW EXCLUSIVE MODE")
     for table in ("calls", "call_feedback"):
         op.execute(f"DROP TRIGGER {table}_rollup_write ON {table}")

@@ -1,0 +1,60 @@
+"""What lets a revision be applied while the previous release keeps running (a rolling deploy).
+
+- Every revision starts with `set_lock_timeout()`: a revision waiting for a table lock queues every
+  later writer of that table behind it, so it gives up after `lock_timeout` (5 s unless `summaries
+  migrate --lock-timeout` says otherwise) instead of stalling the service; `summaries migrate`
+  (cli/migrate.py) then tries the revision again after a pause. Each revision commits on its own
+  (env.py: transaction_per_migration), so a retry starts at the revision that timed out.
+- Backfills go in batches, each committed on its own (`in_batches`), never under a table lock.
+- A revision that removes what the previous release still uses is a *contract* revision: it names
+  the revision whose change made the removal possible (`contracts = "0005"`), and `summaries
+  migrate` applies it only once that revision was applied by an earlier run, i.e. once the release
+  that runs without the removed thing has been rolled out (or with `summaries migrate --contract`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from alembic import op
+from sqlalchemy.engine import Connection
+
+DEFAULT_LOCK_TIMEOUT = "5s"
+DEFAULT_BATCH_SIZE = 5000
+
+
+def _attributes() -> dict:
+    config = op.get_context().config
+    return config.attributes if config is not None else {}
+
+
+def lock_timeout() -> str:
+    return _attributes().get("lock_timeout", DEFAULT_LOCK_TIMEOUT)
+
+
+def batch_size() -> int:
+    return int(_attributes().get("batch_size", DEFAULT_BATCH_SIZE))
+
+
+def set_lock_timeout(connection: Connection | None = None) -> None:
+    """For the rest of the current transaction: give up on a lock not granted within the timeout."""
+    statement = f"SET LOCAL lock_timeout = '{lock_timeout()}'"
+    if connection is None:
+        op.execute(statement)
+    else:
+        connection.exec_driver_sql(statement)
+
+
+def in_batches(step: Callable[[Connection, int], bool]) -> None:
+    """Commit the revision's work so far, then call `step(connection, batch_size)` in a transaction of
+    its own (lock_timeout set) until it answers False. A run cut short leaves committed batches
+    behind: each step must find where the last one stopped from the database itself."""
+    size = batch_size()
+    context = op.get_context()
+    with context.autocommit_block():
+        with op.get_bind().engine.connect() as connection:
+            more = True
+            while more:
+                with connection.begin():
+                    set_lock_timeout(connection)
+                    more = step(connection, size)
