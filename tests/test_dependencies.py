@@ -1,0 +1,54 @@
+"""What CI tests is what the lock pins: every locked package is installed at its locked version
+(`make` installs .venv from requirements.lock, with hashes), and the lock admits what pyproject
+asks for."""
+
+from __future__ import annotations
+
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parent.parent
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
+def locked() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        found = PIN.match(line)
+        if found and (found.group(3) is None or Marker(found.group(3)).evaluate()):
+            pins[re.sub(r"\[.*\]", "", found.group(1)).lower().replace("_", "-")] = found.group(2)
+    return pins
+
+
+def test_every_locked_package_is_installed_at_its_locked_version():
+    pins = locked()
+    assert len(pins) > 50 and "celery" in pins and "sqlalchemy" in pins
+    wrong = {}
+    for name, version in pins.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            wrong[name] = (version, installed)
+    assert not wrong, f"installed differs from requirements.lock (run make): {wrong}"
+
+
+def test_the_lock_satisfies_every_requirement_of_the_project():
+    pins = locked()
+    requires = metadata.requires("call-feedback-summaries") or []
+    for text in requires:
+        requirement = Requirement(text)
+        extra_ok = requirement.marker is None or any(
+            requirement.marker.evaluate({"extra": extra}) for extra in ("", "test", "embedded", "bench"))
+        if not extra_ok:
+            continue
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is required but not locked"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (text, pins[name])
+    assert sys.version_info >= (3, 11)
