@@ -60,7 +60,7 @@ bench-quick: $(INSTALLED) ## the same, on a reduced dataset and shorter runs
 		{ echo "wrk is needed: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench --data-dir $(BENCH_DIR) --quick --output $(BENCH_DIR)/last-run.md
 
-migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or the embedded server)
+migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or to the embedded server of a running `make run`)
 	$(BIN)/summaries migrate
 
 # For any platform and Python 3.11 or newer (--universal); each pin kept unless pyproject.toml no longer admits

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from shared.platform.db import sqlalchemy_url
-from tests.processes import ROOT, wait_for
+from tests.processes import ROOT, summaries_cli, wait_for
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import free_port
 
@@ -71,6 +71,12 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
         finally:
             engine.dispose()
         assert {name: done[name] for name in AGGREGATE_FIELDS} == expected
+
+        # Another command on this machine, given no DATABASE_URL, uses the servers `up` runs: it
+        # finds the summary, and starts no server of its own.
+        jobs = summaries_cli("--data-dir", str(tmp_path), "jobs", "--json", env=env)
+        assert jobs.returncode == 0, jobs.stderr
+        assert created["sid"] in {job["sid"] for job in json.loads(jobs.stdout)}
 
         # A worker that dies is started again; the next summary completes without anyone stepping in.
         def worker_pids() -> set[str]:
