@@ -42,13 +42,13 @@ def problem(settings: Settings, name: str, max_age_s: float) -> str | None:
         return f"{name}: no heartbeat yet at {path(settings, name)}"
     except (OSError, ValueError, KeyError, TypeError):
         return f"{name}: unreadable heartbeat at {path(settings, name)}"
-    age_s = time.time() - at
-    if age_s > max_age_s:
-        return f"{name}: last heartbeat {age_s:.0f}s ago (more than {max_age_s:g}s)"
-    try:
+    try:  # first: a process that is gone is the plainest answer
         os.kill(pid, 0)
     except ProcessLookupError:
         return f"{name}: process {pid} has exited"
     except PermissionError:
         pass  # alive, another user's
+    age_s = time.time() - at
+    if age_s > max_age_s:
+        return f"{name}: last heartbeat {age_s:.0f}s ago (more than {max_age_s:g}s)"
     return None
