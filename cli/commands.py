@@ -34,6 +34,9 @@ def up(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> None:
+    from alembic.util import CommandError as AlembicError
+    from sqlalchemy.exc import SQLAlchemyError
+
     from cli.migrate import MigrationBlocked, upgrade
     from shared.platform.logs import configure_logging
 
@@ -43,11 +46,13 @@ def migrate(args: argparse.Namespace) -> None:
     url = settings.migration_database_url or database_url(settings)
     try:
         deferred = upgrade(url, contract=args.contract, lock_timeout=args.lock_timeout)
-    except (MigrationBlocked, ValueError) as error:
+    except (MigrationBlocked, ValueError, AlembicError) as error:
         raise CommandError(str(error)) from None
+    except SQLAlchemyError as error:  # one line, as every command failure: its first line says what
+        raise CommandError(str(getattr(error, "orig", None) or error).strip().splitlines()[0]) from None
     if deferred:
-        print(f"migrations applied, except {', '.join(deferred)}: run `summaries migrate` again once the "
-              "release is rolled out")
+        print(f"migrations applied, except {', '.join(deferred)}: once no process of the previous release runs, "
+              "apply them with `summaries migrate --contract`")
     else:
         print("migrations applied")
 

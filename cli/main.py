@@ -25,8 +25,8 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply the database migrations")
     migrate.add_argument("--contract", action="store_true",
-                         help="also apply contract revisions whose expand step this run applies: only when no "
-                              "process of the previous release runs")
+                         help="also apply the contract revisions (they remove what the previous release still "
+                              "uses): once the rollout is complete and no process of that release runs")
     migrate.add_argument("--lock-timeout", default="5s", metavar="DURATION",
                          help="how long a revision waits for a lock before it is tried again (default 5s)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -17,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg.errors import LockNotAvailable
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
 import shared
@@ -29,6 +30,7 @@ MIGRATIONS_DIR = Path(shared.__file__).parent / "migrations"
 LOCK_TIMEOUT = "5s"
 ATTEMPTS = 5
 BACKOFF_S = 2.0
+MIGRATE_LOCK = 0x7C0F_0015  # pg_advisory_xact_lock key of `summaries migrate`
 DURATION = re.compile(r"[1-9][0-9]*(ms|s)")
 
 log = logging.getLogger("summaries.migrate")
@@ -63,9 +65,11 @@ def current_revision(url: str | None) -> str | None:
 def plan(config: Config, current: str | None, target: str = "head", contract: bool = False) -> tuple[str, list[str]]:
     """How far this run goes, and the contract revisions it leaves for a later run (in order).
 
-    A contract revision removes what the release before its `contracts` revision still uses; it is
-    applied once that revision was there when a run started (the release that no longer uses it is
-    rolled out), on an empty database (no old release can run), or with `contract`."""
+    A contract revision removes what the release before its `contracts` revision still uses. Only
+    an operator knows that no process of that release runs any more (a second migrate, a retried
+    release step or another machine's proves nothing), so it is applied only when asked
+    (`contract`: `summaries migrate --contract` once the rollout is complete) or on an empty
+    database, where no old release can run."""
     script = ScriptDirectory.from_config(config)
     chain = [s for s in reversed(list(script.walk_revisions()))]  # base first; the chain is linear
     names = [s.revision for s in chain]
@@ -73,12 +77,27 @@ def plan(config: Config, current: str | None, target: str = "head", contract: bo
     start = names.index(current) + 1 if current else 0
     if current is None or contract:
         return names[end], []
-    applied = set(names[:start])
     for index in range(start, end + 1):
-        contracted = getattr(chain[index].module, "contracts", None)
-        if contracted and contracted not in applied:
+        if getattr(chain[index].module, "contracts", None):
             return (names[index - 1] if index else "base"), names[index:end + 1]
     return names[end], []
+
+
+@contextmanager
+def one_at_a_time(url: str | None):
+    """Hold the migrations' advisory lock while the block runs: two `summaries migrate` at once (two
+    machines' release steps, a retried deploy) take turns, and the second plans from what the first
+    left. A transaction-level lock held by an open transaction on a connection of its own, so that
+    it also holds through a transaction-mode PgBouncer."""
+    engine = create_engine(sqlalchemy_url(url or database_url(get_settings())), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection, connection.begin():
+            if not connection.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK}):
+                log.warning("another summaries migrate is running; waiting for it to finish")
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
+            yield
+    finally:
+        engine.dispose()
 
 
 def upgrade(url: str | None = None, revision: str = "head", *, contract: bool = False,
@@ -86,11 +105,16 @@ def upgrade(url: str | None = None, revision: str = "head", *, contract: bool = 
             batch_size: int | None = None) -> list[str]:
     """Apply the migrations up to `revision`; answer the contract revisions left for a later run."""
     config = alembic_config(url, lock_timeout, batch_size)
+    with one_at_a_time(url):
+        return _upgrade(url, config, revision, contract, lock_timeout, attempts, backoff_s)
+
+
+def _upgrade(url, config, revision, contract, lock_timeout, attempts, backoff_s) -> list[str]:
     target, deferred = plan(config, current_revision(url), revision, contract)
     if deferred:
-        log.warning("contract revisions %s left for the next run of `summaries migrate`: they remove what the "
-                    "previous release still uses; run it again once no process of that release runs "
-                    "(or now with --contract, if none does)", ", ".join(deferred))
+        log.warning("contract revisions %s left for `summaries migrate --contract`: they remove what the "
+                    "previous release still uses; once no process of that release runs, apply them with "
+                    "`summaries migrate --contract`", ", ".join(deferred))
     for attempt in range(1, attempts + 1):
         try:
             command.upgrade(config, target)

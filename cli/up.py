@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if broker is None:
         embedded_redis = EmbeddedRedis(settings.data_dir)
         broker = embedded_redis.start()
-    upgrade(db_url)
+    upgrade(db_url, contract=True)  # every process of this machine's previous run has stopped
     demo = ensure_demo(db_url) if args.demo else None
     from shared.platform import metrics
 

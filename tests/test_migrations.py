@@ -263,7 +263,8 @@ def test_every_revision_applies_while_the_previous_release_writes(scratch, monke
         with Writer(engine, int(revision) - 1, calls) as writer:
             time.sleep(0.15)
             started = time.monotonic()
-            upgrade(url, revision, batch_size=BATCH)
+            # contract: the previous release's writer is the one running; it no longer reads what goes
+            upgrade(url, revision, batch_size=BATCH, contract=True)
             finished = time.monotonic()
             time.sleep(0.15)  # the previous release's code against the new schema
         assert writer.errors == [], writer.errors[:5]
@@ -295,6 +296,7 @@ def _statements_by_revision(statements: list[str]) -> list[list[str]]:
             chunks.append(current)
             current = []
         elif not re.match(r"\s*(select pg_catalog|select current_schema|show |SELECT alembic_version|"
+                          r"SELECT pg_try_advisory_xact_lock|"
                           r"CREATE TABLE alembic_version|SELECT to_regclass|select relname|"
                           r"SELECT pg_catalog)", statement, re.I):
             current.append(statement)
@@ -349,7 +351,7 @@ def test_summaries_migrate_retries_a_revision_blocked_by_a_lock(scratch, monkeyp
     try:
         with caplog.at_level(logging.WARNING, logger="summaries.migrate"):
             started = time.monotonic()
-            assert main(["migrate", "--lock-timeout", "200ms"]) == 0
+            assert main(["migrate", "--lock-timeout", "200ms", "--contract"]) == 0
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
@@ -378,7 +380,7 @@ def _revision(name: str):
     return module
 
 
-def test_0008_waits_for_the_run_after_0005_and_clears_what_the_old_0005_left(scratch):
+def test_0008_waits_for_the_contract_step_and_clears_what_the_old_0005_left(scratch):
     url, engine = scratch
     upgrade(url, "0004")
     with engine.begin() as connection:
@@ -393,8 +395,32 @@ def test_0008_waits_for_the_run_after_0005_and_clears_what_the_old_0005_left(scr
     with engine.connect() as connection:
         assert all(token.encode() in raw_pages(connection, "accounts") for _, token in ACCOUNTS[:2])
     assert _revision("0008").contracts == "0005"
-    assert upgrade(url) == []
+    assert upgrade(url) == ["0008"]  # a second run proves nothing about the old release: still not applied
+    assert current_revision(url) == "0007"
+    assert upgrade(url, contract=True) == []  # the operator says the rollout is complete
     assert current_revision(url) == "0008"
     with engine.connect() as connection:
         pages = raw_pages(connection, "accounts")
     assert not any(token.encode() in pages for _, token in ACCOUNTS[:2])
+
+
+def test_two_migrates_at_once_take_turns(scratch):
+    """Two machines' release steps, or a deploy retried while the first still runs: one waits for the
+    other and finds the work done, instead of failing on alembic's version row."""
+    url, engine = scratch
+    upgrade(url, "0004")
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(upgrade(url))
+        except Exception as error:  # noqa: BLE001  (collected for the assertion)
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [] and results == [["0008"], ["0008"]]
+    assert current_revision(url) == "0007"
