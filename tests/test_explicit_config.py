@@ -39,13 +39,24 @@ def _one_line_naming(result, variable: str) -> None:
     ("CALLBACK_ATTEMPT_DEADLINE_S", "inf"), ("MAX_FORM_FIELDS", "10000000"), ("METRICS_PORT", "70000"),
     ("LOG_LEVEL", "LOUD"), ("SUMMARIES_EMBEDDED", "maybe"), ("DATABASE_URL", "mysql://root@db/app"),
     ("REDIS_URL", "http://cache:6379"), ("DATABASE_URL", "postgresql://db:port/app"),
-    ("AUTH_TOKEN_KEYS", "not-a-key"), ("AUTH_TOKEN_KEYS", f"{KEY},{KEY[:-4]}"),
+    ("DATABASE_URL", "postgresql://app:pw@h1:5432,h2:5432/app"),  # psycopg wants them in the query
+    ("REDIS_URL", "unix:///var/run/redis.sock"),  # the broker (kombu) cannot use it
+    ("REDIS_URL", "rediss://cache:6380/0?ssl_cert_reqs=none"),  # would bypass REDIS_TLS_VERIFY
+    ("AUTH_TOKEN_KEYS", "not-a-key"), ("AUTH_TOKEN_KEYS", f"{KEY},{KEY[:-4]}"), ("AUTH_TOKEN_KEYS", f"{KEY}x"),
+    ("AUTH_TOKEN_KEYS", f"{KEY[:-1]}=x"), ("AUTH_TOKEN_KEYS", KEY.replace("-", "+").replace("_", "/") + "!"),
 ])
 def test_a_bad_value_is_refused_naming_its_variable(variable, value):
     with pytest.raises(SettingError, match=variable) as raised:
         Settings.from_env({variable: value})
     if variable in ("DATABASE_URL", "AUTH_TOKEN_KEYS"):  # secrets are never echoed
         assert value.split(",")[-1] not in str(raised.value)
+
+
+def test_a_key_file_of_one_key_per_line_gives_every_key(tmp_path):
+    second = Fernet.generate_key().decode()
+    (tmp_path / "keys").write_text(f"{KEY}\n{second}\n")
+    assert Settings.from_env({"AUTH_TOKEN_KEYS_FILE": str(tmp_path / "keys")}).auth_token_keys == (KEY, second)
+    assert Settings.from_env({"AUTH_TOKEN_KEYS": f" {KEY} , {second}"}).auth_token_keys == (KEY, second)
 
 
 def test_secrets_come_from_files_but_not_from_both(tmp_path):

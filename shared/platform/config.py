@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 
 class SettingError(ValueError):
@@ -80,21 +80,31 @@ def _service_url(name: str, value: str | None, schemes: tuple[str, ...]) -> str 
         return None
     try:
         parts = urlsplit(value)
-        if "," not in parts.netloc:  # several hosts (Sentinel): redis_connect.parse_url checks each
-            parts.port  # noqa: B018  (raises on a malformed port)
+        if parts.scheme not in SENTINEL_SCHEMES:  # several hosts: redis_connect.parse_url checks each
+            parts.port  # noqa: B018  (raises on a malformed port, and on "h1:5432,h2:5432")
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in schemes:
         # Never echo the value: it may hold a password.
-        raise SettingError(f"{name} must be a URL starting {' or '.join(s + '://' for s in schemes)}")
+        hint = ("; several PostgreSQL hosts go in the query: postgresql://user@/db?host=h1,h2&port=5432,5432"
+                if parts is None and "," in value.split("?")[0] else "")
+        raise SettingError(f"{name} must be a URL starting {' or '.join(s + '://' for s in schemes)}{hint}")
+    if parts.scheme in ("redis", "rediss") and any(key.lower().startswith("ssl")
+                                                   for key, _ in parse_qsl(parts.query)):
+        # redis-py would take them and quietly override REDIS_TLS_VERIFY (and its warning).
+        raise SettingError(f"{name}: TLS options go in REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE "
+                           "and REDIS_TLS_VERIFY, not in the URL's query")
     return value
 
 
 def _fernet_keys(name: str, value: str | None) -> tuple[str, ...]:
-    keys = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    # Commas or whitespace between keys: a file of one key per line (as the data directory's own
+    # key file) must give every key, not one key made of two lines.
+    keys = tuple((value or "").replace(",", " ").split())
     for key in keys:
         try:
-            valid = len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+            # Strict: lenient base64 skips what is not base64 and would take "key1\nkey2" or "KEY=x".
+            valid = len(base64.b64decode(key.encode("ascii"), altchars=b"-_", validate=True)) == 32
         except (ValueError, UnicodeEncodeError):
             valid = False
         if not valid:  # the key itself is never shown
@@ -104,6 +114,7 @@ def _fernet_keys(name: str, value: str | None) -> tuple[str, ...]:
     return keys
 
 
+SENTINEL_SCHEMES = ("sentinel", "sentinels")
 POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -240,8 +251,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         data_dir = Path(env.get("SUMMARIES_DATA_DIR", "") or ".data").absolute()
-        redis_url = _service_url("REDIS_URL", _secret(env, "REDIS_URL"),
-                                 ("redis", "rediss", "unix", "sentinel", "sentinels"))
+        # No unix:// socket: redis-py takes it, but the Celery broker (kombu) does not.
+        redis_url = _service_url("REDIS_URL", _secret(env, "REDIS_URL"), ("redis", "rediss", *SENTINEL_SCHEMES))
         return cls(
             database_url=_service_url("DATABASE_URL", _secret(env, "DATABASE_URL"), POSTGRES_SCHEMES),
             redis_url=redis_url,
