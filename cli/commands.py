@@ -215,8 +215,8 @@ def status(args: argparse.Namespace) -> None:
     if args.json:
         print_json(found)
         return
-    print("queues")
-    for name, queue in found["queues"].items():
+    print("queues" + ("" if found["queues"] is not None else f"  Redis {found['redis']}: depths unknown"))
+    for name, queue in (found["queues"] or {}).items():
         print(f"  {name:<10} {queue['depth']:>7} waiting   oldest {_age(queue['oldest_age_s'])}")
     summaries = found["summaries"]
     print("summaries")
@@ -226,6 +226,9 @@ def status(args: argparse.Namespace) -> None:
     print("deliveries")
     for name, count in found["deliveries"].items():
         print(f"  {name:<12} {count:>7}")
+    if found["workers"] is None:
+        print("workers  unknown without Redis")
+        return
     print("workers" + ("" if found["workers"] else "  none answered a ping"))
     for worker in found["workers"]:
         running = ", ".join(f"{t['task']} {t['sid']}" for t in worker["running"]) or "idle"

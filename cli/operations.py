@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from redis import RedisError
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
@@ -32,11 +33,17 @@ def workers(timeout_s: float = 1.0) -> list[dict]:
 
 
 def status(ping_timeout_s: float = 1.0) -> dict:
-    redis = get_redis()
-    queues = {}
-    for queue in (SUMMARIES_QUEUE, CALLBACKS_QUEUE):
-        depth, age = queue_depth(redis, queue)
-        queues[queue] = {"depth": depth, "oldest_age_s": None if age is None else round(age, 1)}
+    """The system as PostgreSQL and Redis see it. Redis down is when an operator looks most: its
+    part (queues, workers) is then None and `redis` says why, and the rest is still shown."""
+    queues: dict | None = {}
+    redis_state = "ok"
+    try:
+        redis = get_redis()
+        for queue in (SUMMARIES_QUEUE, CALLBACKS_QUEUE):
+            depth, age = queue_depth(redis, queue)
+            queues[queue] = {"depth": depth, "oldest_age_s": None if age is None else round(age, 1)}
+    except RedisError as error:
+        queues, redis_state = None, f"unreachable: {type(error).__name__}"
     with Session(get_engine()) as session:
         by_status = dict(session.execute(select(FeedbackSummary.status, func.count())
                                          .group_by(FeedbackSummary.status)).all())
@@ -47,11 +54,12 @@ def status(ping_timeout_s: float = 1.0) -> dict:
         deliveries = dict(session.execute(select(CallbackDelivery.state, func.count())
                                           .group_by(CallbackDelivery.state)).all())
     return {
+        "redis": redis_state,
         "queues": queues,
         "summaries": {**{s: by_status.get(s, 0) for s in ("queued", "in-progress", "completed", "failed")},
                       "oldest_queued_age_s": _age_s(oldest_queued), "expired_leases": expired},
         "deliveries": {s: deliveries.get(s, 0) for s in ("pending", "delivered", "failed")},
-        "workers": workers(ping_timeout_s),
+        "workers": workers(ping_timeout_s) if queues is not None else None,
     }
 
 

@@ -102,3 +102,17 @@ def test_seed_refuses_bad_arguments(engine, args, message):
 def test_migrate_is_idempotent(engine):
     result = summaries("migrate")
     assert result.returncode == 0 and "migrations applied" in result.stdout, result.stderr
+
+
+def test_status_with_redis_down_shows_what_postgresql_knows(engine, redis_client):
+    import os
+
+    from tests.support import free_port
+
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "ENQUEUE_TIMEOUT_S": "0.5"}
+    table = summaries("status", env=env)
+    assert table.returncode == 0, table.stderr
+    assert "Redis unreachable" in table.stdout and "completed" in table.stdout and "Traceback" not in table.stderr
+    found = json.loads(summaries("status", "--json", env=env).stdout)
+    assert found["redis"].startswith("unreachable") and found["queues"] is None and found["workers"] is None
+    assert found["summaries"]["queued"] == 0
