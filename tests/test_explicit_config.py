@@ -37,6 +37,7 @@ def _one_line_naming(result, variable: str) -> None:
 @pytest.mark.parametrize("variable, value", [
     ("SWEEP_INTERVAL_S", "0"), ("SUMMARY_LEASE_S", "-5"), ("ENQUEUE_TIMEOUT_S", "nan"),
     ("CALLBACK_ATTEMPT_DEADLINE_S", "inf"), ("MAX_FORM_FIELDS", "10000000"), ("METRICS_PORT", "70000"),
+    ("HEARTBEAT_INTERVAL_S", "61"), ("PUBLIC_BASE_URL", "https://user:secret@api.example.com/x"),
     ("LOG_LEVEL", "LOUD"), ("SUMMARIES_EMBEDDED", "maybe"), ("DATABASE_URL", "mysql://root@db/app"),
     ("REDIS_URL", "http://cache:6379"), ("DATABASE_URL", "postgresql://db:port/app"),
     ("DATABASE_URL", "postgresql://app:pw@h1:5432,h2:5432/app"),  # psycopg wants them in the query
@@ -48,7 +49,7 @@ def _one_line_naming(result, variable: str) -> None:
 def test_a_bad_value_is_refused_naming_its_variable(variable, value):
     with pytest.raises(SettingError, match=variable) as raised:
         Settings.from_env({variable: value})
-    if variable in ("DATABASE_URL", "AUTH_TOKEN_KEYS"):  # secrets are never echoed
+    if variable in ("DATABASE_URL", "AUTH_TOKEN_KEYS", "PUBLIC_BASE_URL"):  # secrets are never echoed
         assert value.split(",")[-1] not in str(raised.value)
 
 
@@ -116,3 +117,15 @@ def test_every_procfile_process_refuses_to_start_without_what_it_needs(tmp_path,
     assert len(lines) == 1 and missing in lines[0], output
     assert "Traceback" not in output
     assert not (tmp_path / "data" / "pg").exists() and not (tmp_path / "data" / "auth-token.keys").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, command", [("worker", processes.worker("worker")),
+                                           ("scheduler", processes.scheduler("/tmp/never-written"))])
+def test_a_data_directory_it_cannot_write_stops_a_worker_or_the_scheduler_in_one_line(tmp_path, name, command):
+    env = _env(tmp_path, **SERVERS, SUMMARIES_DATA_DIR="/proc/no-such-dir")
+    result = subprocess.run(processes.python_m(command), cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("summaries ")]
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert lines[0].startswith(f"summaries {name}: configuration: SUMMARIES_DATA_DIR")

@@ -1,6 +1,7 @@
 """The Celery entry point: `celery -A worker.celery_app worker -Q summaries` (and `-Q callbacks`)."""
 
 import os
+import sys
 import time
 
 from celery import bootsteps
@@ -19,7 +20,8 @@ from shared.platform.logs import configure_logging
 from shared.platform.queue import CALLBACKS_QUEUE, get_celery
 
 # As the module loads, in every worker and the scheduler: a bad setting is one line and exit 2.
-check_or_exit("worker", keys=False)
+PROCESS = "scheduler" if "beat" in sys.argv[1:] else "worker"
+check_or_exit(PROCESS, keys=False, heartbeats=True)
 configure_logging(get_settings().log_level)
 app = get_celery()
 app.conf.include = ["worker.summaries", "worker.callbacks", "worker.sweeper", "worker.folding"]

@@ -162,7 +162,7 @@ def _base_url(env: Mapping[str, str], name: str) -> str | None:
     except ValueError:
         valid = False
     if not valid:
-        raise SettingError(f"{name} must be scheme://host[:port] (http or https, no path), got {raw!r}")
+        raise SettingError(f"{name} must be scheme://host[:port] (http or https, no path, no user or password)")
     return raw
 
 
@@ -271,7 +271,8 @@ class Settings:
             summary_lease_s=_int(env, "SUMMARY_LEASE_S", 300),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30),
             log_level=_log_level(env, "LOG_LEVEL"),
-            heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL_S", 5.0, 0.1, 300),
+            # At most a third of `summaries health`'s default --max-age (60 s), so one late beat never fails it.
+            heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL_S", 5.0, 0.1, 20),
             callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
             # 12 attempts, 60 s doubling to a 6 h cap: the last is about 20 h after the first.
             callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 12),
@@ -332,7 +333,20 @@ def require_keys(settings: Settings) -> None:
                        f"Fernet keys on every machine{hint}")
 
 
-def check_or_exit(process: str, servers: bool = True, keys: bool = True) -> Settings:
+def require_writable(variable: str, directory: Path) -> None:
+    """A directory the process will write to (metric samples, heartbeats): found unusable now, in
+    one line, not later as a worker that loops on a misleading error (a read-only root in a
+    container, where ./.data is the default)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".writable.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SettingError(f"{variable}: cannot write to {directory}: {error.strerror or error}") from None
+
+
+def check_or_exit(process: str, servers: bool = True, keys: bool = True, heartbeats: bool = False) -> Settings:
     """Every setting read and checked as the process starts; a bad one stops it with one line."""
     try:
         settings = get_settings()
@@ -340,6 +354,9 @@ def check_or_exit(process: str, servers: bool = True, keys: bool = True) -> Sett
             require_servers(settings)
         if keys:
             require_keys(settings)
+        require_writable("PROMETHEUS_MULTIPROC_DIR", settings.metrics_dir)
+        if heartbeats:
+            require_writable("SUMMARIES_DATA_DIR", settings.data_dir / "health")
     except SettingError as error:
         print(f"summaries {process}: configuration: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

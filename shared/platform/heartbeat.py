@@ -11,6 +11,7 @@ One file per name under the data directory: the worker node name's prefix (`summ
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -19,18 +20,25 @@ from shared.platform.config import Settings
 
 SCHEDULER = "scheduler"
 
+log = logging.getLogger(__name__)
+
 
 def path(settings: Settings, name: str) -> Path:
     return settings.data_dir / "health" / f"{name}.json"
 
 
 def beat(settings: Settings, name: str) -> None:
-    """Record that `name` is alive now; atomic, so a probe never reads half a file."""
+    """Record that `name` is alive now; atomic, so a probe never reads half a file. A failure to
+    write is logged, never raised: raised from the worker's event loop it would pass for a lost
+    broker, and the work itself does not depend on it (the probe then fails, which is the point)."""
     target = path(settings, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}")
-    temporary.write_text(json.dumps({"pid": os.getpid(), "at": time.time()}))
-    os.replace(temporary, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}")
+        temporary.write_text(json.dumps({"pid": os.getpid(), "at": time.time()}))
+        os.replace(temporary, target)
+    except OSError as error:
+        log.warning("cannot write the heartbeat %s: %s", target, error.strerror or error)
 
 
 def problem(settings: Settings, name: str, max_age_s: float) -> str | None:
