@@ -169,3 +169,31 @@ def _app_on(engine, enqueue) -> App:
     return App(Services(settings=services.settings, sessions=sessionmaker(engine, expire_on_commit=False),
                         enqueue_summary=enqueue, ping_redis=services.ping_redis))
 
+
+
+def test_a_worker_child_stuck_on_a_lock_is_replaced_and_its_summary_still_completes(engine, client, redis_client,
+                                                                                    tmp_path):
+    """A computation queued behind a lock nobody releases: its prefork child is killed at twice the
+    lease (SUMMARY_LEASE_S=3 here) and replaced, the sweeper sends the summary again, and it completes
+    once the lock goes; the worker itself never stops."""
+    account = make_account(engine)
+    make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)] * 2)
+    worker = celery_worker(tmp_path, "stuck", queues="summaries", concurrency=1)
+    beat = celery_beat(tmp_path)
+    locker = engine.connect()
+    locker.begin()
+    locker.execute(text("LOCK TABLE daily_calls IN ACCESS EXCLUSIVE MODE"))
+    try:
+        wait_for(lambda: "ready." in worker.output(), 30, 0.2, "the worker")
+        form = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
+        sid = client.post(summaries_path(account.sid), form=form, auth=(account.sid, account.auth_token)).json["sid"]
+        wait_for(lambda: "Hard time limit (6s) exceeded" in worker.output(), 60, 0.2, "the child to be killed")
+    finally:
+        locker.rollback()
+        locker.close()
+    try:
+        wait_for(lambda: statuses(engine, [sid])[sid] == "completed", 60, 0.2, "the summary to complete")
+        assert worker.popen.poll() is None
+    finally:
+        worker.stop()
+        beat.stop()

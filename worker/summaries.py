@@ -27,7 +27,12 @@ def _owner(task: Task) -> str:
     return f"{task.request.hostname}/{task.request.id}"
 
 
-@app.task(name=COMPUTE_SUMMARY, bind=True, acks_late=True, ignore_result=True)
+# A hard time limit of twice the lease: a prefork child stuck in a computation (a query queued behind
+# a lock) is killed and replaced instead of holding its slot for ever while its parent still beats
+# for the liveness probe; its lease has long expired and the sweeper has sent the summary again.
+# (The threads pool has no time limits; its computations end with their statements.)
+@app.task(name=COMPUTE_SUMMARY, bind=True, acks_late=True, ignore_result=True,
+          time_limit=2 * get_settings().summary_lease_s)
 def compute_summary(self: Task, summary_sid: str) -> None:
     with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
         _compute(self, summary_sid)
