@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +42,11 @@ class Services:
     enqueue_summary: Callable[[str], bool]
     ping_redis: Callable[[], object]
     check_create_rate: Callable[[str], None] = lambda account_sid: None
+
+    @functools.cached_property
+    def autocommit_engine(self) -> Engine:
+        """The sessions' engine (its pool), handing out connections in autocommit: api/http.py Request."""
+        return self.sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT")
 
 
 def build_router(metrics_elsewhere: bool = False) -> Router:
@@ -142,13 +149,15 @@ class App:
             # sends its body slowly holds a greenlet, never one of the pool's connections.
             with deadline(settings.request_body_timeout_s):
                 body = read_body(environ, settings.max_body_bytes)
-        with self.services.sessions() as session:
-            request = Request(method, path, request_id, environ, session=session, services=self.services)
+        request = Request(method, path, request_id, environ, services=self.services)
+        try:
             if not route.authenticated:
                 request.form = _form(body, environ, settings)
                 return handler(request, **params)
-            request.caller = caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
-            account = authorize(session, caller, params.pop("AccountSid"), path)
+            request.caller = caller = authenticate(request, environ.get("HTTP_AUTHORIZATION"))
+            account = authorize(request, caller, params.pop("AccountSid"), path)
             logs.add(account_sid=account.sid)
             request.form = _form(body, environ, settings)
             return handler(request, account, **params)
+        finally:
+            request.close()
