@@ -92,6 +92,17 @@ class App:
         self.metrics_port = services.settings.metrics_port
         self.router = build_router(metrics_elsewhere=self.metrics_port is not None)
         self.metrics_router = build_metrics_router()
+        self._labelled: dict[tuple[str, str, int], tuple] = {}
+
+    def _metrics_for(self, route: str, method_label: str, status: int):
+        """The request counter and latency histogram of these labels, looked up once per process
+        (labels() takes a lock and builds its key on every call). The labels are closed sets."""
+        key = (route, method_label, status)
+        found = self._labelled.get(key)
+        if found is None:
+            found = self._labelled[key] = (metrics.HTTP_REQUESTS.labels(route, method_label, str(status)),
+                                           metrics.HTTP_LATENCY.labels(route, method_label))
+        return found
 
     def _router_for(self, environ: dict) -> Router:
         # gunicorn sets SERVER_PORT to the port of the listener the request came in on.
@@ -129,9 +140,10 @@ class App:
                 error = InternalError()
                 response = Response(error.status, error.to_dict())
             elapsed_s = time.perf_counter() - started
-            method_label = method if method in KNOWN_METHODS else "other"
-            metrics.HTTP_REQUESTS.labels(route, method_label, str(response.status)).inc()
-            metrics.HTTP_LATENCY.labels(route, method_label).observe(elapsed_s)
+            counter, latency = self._metrics_for(route, method if method in KNOWN_METHODS else "other",
+                                                 response.status)
+            counter.inc()
+            latency.observe(elapsed_s)
             log.info("request", extra={"method": method, "route": route, "status": response.status,
                                        "duration_ms": round(elapsed_s * 1000, 2)})
         body = response.encode()

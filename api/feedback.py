@@ -53,7 +53,9 @@ INSERT INTO call_feedback AS f (call_sid, account_sid, quality_score, issues)
 SELECT c.sid, c.account_sid, :quality_score, CAST(:issues AS text[]) FROM c
 ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid, quality_score = excluded.quality_score,
     issues = excluded.issues, date_updated = now()
-RETURNING f.call_sid, f.account_sid, f.quality_score, f.issues, f.date_created, f.date_updated""")
+RETURNING f.call_sid, f.account_sid, f.quality_score, f.issues, f.date_created, f.date_updated""").columns(
+    *(CallFeedback.__table__.c[name] for name in ("call_sid", "account_sid", "quality_score", "issues", "date_created",
+                                                  "date_updated")))
 
 
 def upsert_feedback(session: Session, call: Call, quality_score: int, issues: list[str]) -> Row:

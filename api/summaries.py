@@ -119,6 +119,11 @@ def _replay(session: Session, account, key: str, params: CreateParams) -> Respon
     return Response(201, summary_resource(summary), [("Idempotent-Replayed", "true")])
 
 
+# What summary_resource reads.
+RESOURCE_COLUMNS = ("sid", "account_sid", "start_date", "end_date", "include_subaccounts", "status", "call_count",
+                    "call_feedback_count", "quality_score_average", "quality_score_median",
+                    "quality_score_standard_deviation", "issues", "date_created", "date_updated")
+
 # A create without an Idempotency-Key: the summary and its `created` event in one statement on an
 # autocommit connection, committed when it returns (the data-modifying CTE and the insert are one
 # transaction: a summary never exists without its event). Then, committed, its message.
@@ -130,7 +135,8 @@ WITH s AS (
             :status_callback_method)
     RETURNING *),
 e AS (INSERT INTO summary_events (summary_sid, kind, actor) SELECT sid, 'created', :request_id FROM s)
-SELECT * FROM s""")
+SELECT """ + ", ".join(RESOURCE_COLUMNS) + " FROM s").columns(
+    *(FeedbackSummary.__table__.c[name] for name in RESOURCE_COLUMNS))
 
 
 def _send_committed(services, summary_sid: str) -> None:

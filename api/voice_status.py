@@ -11,6 +11,7 @@ statement, and enqueues nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from email.utils import parsedate_to_datetime
 from typing import Iterator
@@ -23,6 +24,7 @@ from api.http import Request, Response
 from shared.accounts.secrets import decrypt
 from shared.accounts.sids import ACCOUNT, CALL, is_sid
 from shared.formats import storable
+from shared.models import Account
 from shared.signing import is_valid_signature
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ WHERE (c.provisional AND (c.account_sid = excluded.account_sid OR EXISTS (
             AND coalesce(poster.parent_sid, poster.sid) = coalesce(sender.parent_sid, sender.sid))))
    OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)
 """)
-TOKENS = text("SELECT auth_token_encrypted, secondary_token_encrypted FROM accounts WHERE sid = :sid")
+TOKENS = text("SELECT auth_token_encrypted, secondary_token_encrypted FROM accounts WHERE sid = :sid").columns(
+    Account.__table__.c.auth_token_encrypted, Account.__table__.c.secondary_token_encrypted)
 
 
 def requested_urls(request: Request, public_base_url: str | None) -> list[str]:
@@ -57,15 +60,21 @@ def requested_urls(request: Request, public_base_url: str | None) -> list[str]:
         scheme = environ.get("wsgi.url_scheme", "http")
         netloc = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    url = urlunsplit((scheme, netloc, path, environ.get("QUERY_STRING", ""), ""))
+    return list(_spellings(scheme, netloc, path, environ.get("QUERY_STRING", "")))
+
+
+@functools.lru_cache(maxsize=256)
+def _spellings(scheme: str, netloc: str, path: str, query: str) -> tuple[str, ...]:
+    # The same few URLs on every request (one host, one path): worked out once per process.
+    url = urlunsplit((scheme, netloc, path, query, ""))
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or DEFAULT_PORTS.get(scheme)
     except ValueError:  # a malformed Host header: no URL Twilio could have signed
-        return []
+        return ()
     host = f"[{host}]" if ":" in host else host
-    return list(dict.fromkeys([url, parts._replace(netloc=host).geturl(),
-                               parts._replace(netloc=f"{host}:{port}").geturl()]))
+    return tuple(dict.fromkeys([url, parts._replace(netloc=host).geturl(),
+                                parts._replace(netloc=f"{host}:{port}").geturl()]))
 
 
 def _tokens(request: Request, account_sid: str) -> Iterator[str]:

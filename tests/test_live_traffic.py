@@ -278,7 +278,7 @@ def test_feedback_racing_a_move_of_its_call_never_stays_under_the_wrong_account(
         connection.execute(text("DELETE FROM call_feedback WHERE call_sid = :s"), {"s": sid})  # a first post
     read_the_call, go_on = threading.Event(), threading.Event()
     if path == "one statement":
-        statement = feedback.UPSERT_OWN_CALL_FEEDBACK.text
+        statement = feedback.UPSERT_OWN_CALL_FEEDBACK.element.text
         paused = statement.replace(" FOR SHARE)", " FOR SHARE), pause AS (SELECT pg_sleep(2) FROM c)").replace(
             " FROM c\n", " FROM c, pause\n")
         assert paused.count("pause") == 2
