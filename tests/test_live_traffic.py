@@ -149,6 +149,30 @@ def test_the_secondary_token_signs_too_during_a_rotation(client, engine, account
     assert post_event(client, form, secondary).status == 204
 
 
+def test_a_token_stops_signing_at_once_though_the_process_knows_it_from_earlier_events(client, engine, account):
+    """The API keeps an account's tokens from one status callback to the next (api/voice_status.py);
+    once the account no longer has a token, an event it signs is refused at once and records nothing."""
+    from sqlalchemy.orm import Session
+
+    from cli import accounts
+
+    old = account.auth_token
+    assert post_event(client, event(account, new_sid(CALL), "initiated", T0, 0), old).status == 204
+    with Session(engine) as session:
+        new = accounts.rotate_token(session, account.sid)
+        session.commit()
+    assert post_event(client, event(account, new_sid(CALL), "initiated", T0, 0), new).status == 204
+    assert post_event(client, event(account, new_sid(CALL), "initiated", T0, 0), old).status == 204
+    with Session(engine) as session:
+        accounts.promote_token(session, account.sid)
+        session.commit()
+    form = event(account, new_sid(CALL), "initiated", T0, 0)
+    assert post_event(client, form, old).status == 403
+    assert call_row(engine, form["CallSid"]) is None
+    assert post_event(client, form, new).status == 204
+    assert call_row(engine, form["CallSid"])["account_sid"] == account.sid
+
+
 def test_a_signed_event_twilio_cannot_fix_is_answered_2xx_and_stores_nothing(client, engine, redis_client, account):
     before = snapshot(engine, redis_client)
     form = event(account, "CAnotasid", "initiated", T0, 0)
