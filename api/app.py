@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +42,11 @@ class Services:
     enqueue_summary: Callable[[str], bool]
     ping_redis: Callable[[], object]
     check_create_rate: Callable[[str], None] = lambda account_sid: None
+
+    @functools.cached_property
+    def autocommit_engine(self) -> Engine:
+        """The sessions' engine (its pool), handing out connections in autocommit: api/http.py Request."""
+        return self.sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT")
 
 
 def build_router(metrics_elsewhere: bool = False) -> Router:
@@ -85,6 +92,17 @@ class App:
         self.metrics_port = services.settings.metrics_port
         self.router = build_router(metrics_elsewhere=self.metrics_port is not None)
         self.metrics_router = build_metrics_router()
+        self._labelled: dict[tuple[str, str, int], tuple] = {}
+
+    def _metrics_for(self, route: str, method_label: str, status: int):
+        """The request counter and latency histogram of these labels, looked up once per process
+        (labels() takes a lock and builds its key on every call). The labels are closed sets."""
+        key = (route, method_label, status)
+        found = self._labelled.get(key)
+        if found is None:
+            found = self._labelled[key] = (metrics.HTTP_REQUESTS.labels(route, method_label, str(status)),
+                                           metrics.HTTP_LATENCY.labels(route, method_label))
+        return found
 
     def _router_for(self, environ: dict) -> Router:
         # gunicorn sets SERVER_PORT to the port of the listener the request came in on.
@@ -122,9 +140,10 @@ class App:
                 error = InternalError()
                 response = Response(error.status, error.to_dict())
             elapsed_s = time.perf_counter() - started
-            method_label = method if method in KNOWN_METHODS else "other"
-            metrics.HTTP_REQUESTS.labels(route, method_label, str(response.status)).inc()
-            metrics.HTTP_LATENCY.labels(route, method_label).observe(elapsed_s)
+            counter, latency = self._metrics_for(route, method if method in KNOWN_METHODS else "other",
+                                                 response.status)
+            counter.inc()
+            latency.observe(elapsed_s)
             log.info("request", extra={"method": method, "route": route, "status": response.status,
                                        "duration_ms": round(elapsed_s * 1000, 2)})
         body = response.encode()
@@ -142,13 +161,15 @@ class App:
             # sends its body slowly holds a greenlet, never one of the pool's connections.
             with deadline(settings.request_body_timeout_s):
                 body = read_body(environ, settings.max_body_bytes)
-        with self.services.sessions() as session:
-            request = Request(method, path, request_id, environ, session=session, services=self.services)
+        request = Request(method, path, request_id, environ, services=self.services)
+        try:
             if not route.authenticated:
                 request.form = _form(body, environ, settings)
                 return handler(request, **params)
-            request.caller = caller = authenticate(session, environ.get("HTTP_AUTHORIZATION"))
-            account = authorize(session, caller, params.pop("AccountSid"), path)
+            request.caller = caller = authenticate(request, environ.get("HTTP_AUTHORIZATION"))
+            account = authorize(request, caller, params.pop("AccountSid"), path)
             logs.add(account_sid=account.sid)
             request.form = _form(body, environ, settings)
             return handler(request, account, **params)
+        finally:
+            request.close()

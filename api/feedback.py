@@ -17,7 +17,7 @@ from api.errors import BadRequest, NotFound
 from api.http import Request, Response
 from shared.accounts.sids import CALL, is_sid
 from shared.formats import rfc2822
-from shared.models import FEEDBACK_ISSUES, Account, Call, CallFeedback
+from shared.models import FEEDBACK_ISSUES, Call, CallFeedback
 
 SCORE = re.compile(r"[1-5]")
 
@@ -43,6 +43,21 @@ ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid, quality
 RETURNING f.call_sid, f.account_sid, f.quality_score, f.issues, f.date_created, f.date_updated""")
 
 
+# The common case, a call we know of and of this account, in one statement on an autocommit
+# connection: the call's row locked (FOR SHARE, see _call) and the entry written in the same
+# transaction, no ORM, no BEGIN and COMMIT. No row back: no such call yet, or another account's;
+# the transaction of _call and upsert_feedback then decides, as it always did.
+UPSERT_OWN_CALL_FEEDBACK = text("""
+WITH c AS (SELECT sid, account_sid FROM calls WHERE sid = :call_sid AND account_sid = :account_sid FOR SHARE)
+INSERT INTO call_feedback AS f (call_sid, account_sid, quality_score, issues)
+SELECT c.sid, c.account_sid, :quality_score, CAST(:issues AS text[]) FROM c
+ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid, quality_score = excluded.quality_score,
+    issues = excluded.issues, date_updated = now()
+RETURNING f.call_sid, f.account_sid, f.quality_score, f.issues, f.date_created, f.date_updated""").columns(
+    *(CallFeedback.__table__.c[name] for name in ("call_sid", "account_sid", "quality_score", "issues", "date_created",
+                                                  "date_updated")))
+
+
 def upsert_feedback(session: Session, call: Call, quality_score: int, issues: list[str]) -> Row:
     """Posting again replaces the entry and moves date_updated, never date_created (the day the
     summaries count it by). The rollup trigger records the old values and the new ones (0007)."""
@@ -50,7 +65,7 @@ def upsert_feedback(session: Session, call: Call, quality_score: int, issues: li
                                              "quality_score": quality_score, "issues": issues}).one()
 
 
-def _call(request: Request, account: Account, call_sid: str, provisional: bool = False) -> Call:
+def _call(request: Request, account, call_sid: str, provisional: bool = False) -> Call:
     """The account's call; with `provisional`, a call Twilio has not told us of yet is recorded from
     this post (its start: now) for Twilio's status callback to confirm (shared/migrations 0006)."""
     if not is_sid(call_sid, CALL):  # names nothing; odd bytes (a NUL) never reach the database
@@ -72,7 +87,7 @@ def _call(request: Request, account: Account, call_sid: str, provisional: bool =
     return call
 
 
-def fetch(request: Request, account: Account, CallSid: str) -> Response:
+def fetch(request: Request, account, CallSid: str) -> Response:
     _call(request, account, CallSid)
     feedback = request.session.get(CallFeedback, CallSid)
     if feedback is None:
@@ -91,14 +106,19 @@ def parse_issues(values: list[str]) -> list[str]:
     return issues
 
 
-def update(request: Request, account: Account, CallSid: str) -> Response:
+def update(request: Request, account, CallSid: str) -> Response:
     raw_score = request.param("QualityScore")
     if raw_score is None or not raw_score.strip():
         raise BadRequest("Missing required parameter QualityScore in the post body")
     if not SCORE.fullmatch(raw_score.strip()):
         raise BadRequest("QualityScore must be an integer from 1 to 5")
     issues = parse_issues(request.params("Issue"))
-    call = _call(request, account, CallSid, provisional=True)
-    feedback = upsert_feedback(request.session, call, int(raw_score), issues)
-    request.session.commit()
+    if not is_sid(CallSid, CALL):  # names nothing; odd bytes (a NUL) never reach the database
+        raise NotFound(request.path)
+    feedback = request.connection.execute(UPSERT_OWN_CALL_FEEDBACK, {
+        "call_sid": CallSid, "account_sid": account.sid, "quality_score": int(raw_score), "issues": issues}).first()
+    if feedback is None:
+        call = _call(request, account, CallSid, provisional=True)
+        feedback = upsert_feedback(request.session, call, int(raw_score), issues)
+        request.session.commit()
     return Response(200, feedback_resource(feedback))

@@ -69,10 +69,42 @@ class Request:
     path: str
     request_id: str
     environ: dict
-    session: Any = None  # the request's sqlalchemy Session
-    caller: Any = None  # the authenticated Account (a parent acting on a subaccount's path: the parent)
+    caller: Any = None  # the authenticated api.auth.Caller (a parent acting on a subaccount's path: the parent)
     services: Any = None  # api.app.Services
     form: dict[str, list[str]] = field(default_factory=dict)
+    _connection: Any = None
+    _session: Any = None
+
+    @property
+    def connection(self):
+        """The request's pooled connection in autocommit, each statement its own transaction: the
+        hot paths read and write with single statements, without BEGIN and COMMIT round trips or an
+        ORM session. Taken on first use."""
+        if self._connection is None:
+            self._connection = self.services.autocommit_engine.connect()
+        return self._connection
+
+    @property
+    def session(self):
+        """An ORM session, for the paths that need a transaction of several statements. The
+        connection is given back first: a request never holds two of the pool's connections."""
+        if self._session is None:
+            self.release_connection()
+            self._session = self.services.sessions()
+        return self._session
+
+    def release_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
+
+    def close(self) -> None:
+        """Give back what the request took (an uncommitted session transaction rolls back)."""
+        try:
+            if self._session is not None:
+                self._session.close()
+        finally:
+            self.release_connection()
 
     def header(self, name: str) -> str | None:
         return self.environ.get("HTTP_" + name.upper().replace("-", "_"))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlalchemy import insert as cacheable_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -18,11 +19,13 @@ from api.http import Request, Response
 from shared.accounts.sids import SUMMARY, is_sid, new_sid
 from shared.callbacks import url as callback_url
 from shared.formats import EARLIEST_DATE, LATEST_DATE, parse_bool
-from shared.models import Account, FeedbackSummary, IdempotencyKey
+from shared.models import FeedbackSummary, IdempotencyKey
 from shared.platform import logs, metrics
 from shared.platform.db import after_commit
 from shared.summaries.events import record
 from shared.summaries.representation import summary_resource
+
+log = logging.getLogger(__name__)
 
 DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -93,7 +96,7 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _claim_key(session: Session, account: Account, key: str, params: CreateParams, summary_sid: str, window_s: int) -> bool:
+def _claim_key(session: Session, account, key: str, params: CreateParams, summary_sid: str, window_s: int) -> bool:
     """Record the key for this summary; False if a live one exists (an expired one is taken over)."""
     values = dict(account_sid=account.sid, key=key, request_fingerprint=params.fingerprint(), summary_sid=summary_sid)
     statement = insert(IdempotencyKey).values(**values)
@@ -105,7 +108,7 @@ def _claim_key(session: Session, account: Account, key: str, params: CreateParam
     return session.execute(statement.returning(IdempotencyKey.key)).first() is not None
 
 
-def _replay(session: Session, account: Account, key: str, params: CreateParams) -> Response | None:
+def _replay(session: Session, account, key: str, params: CreateParams) -> Response | None:
     """The original summary for this key, or None if it was deleted since the key was claimed."""
     existing = session.get(IdempotencyKey, (account.sid, key))
     if existing is None:
@@ -116,19 +119,68 @@ def _replay(session: Session, account: Account, key: str, params: CreateParams) 
     return Response(201, summary_resource(summary), [("Idempotent-Replayed", "true")])
 
 
-def create(request: Request, account: Account) -> Response:
-    session, services = request.session, request.services
+# What summary_resource reads.
+RESOURCE_COLUMNS = ("sid", "account_sid", "start_date", "end_date", "include_subaccounts", "status", "call_count",
+                    "call_feedback_count", "quality_score_average", "quality_score_median",
+                    "quality_score_standard_deviation", "issues", "date_created", "date_updated")
+
+# A create without an Idempotency-Key: the summary and its `created` event in one statement on an
+# autocommit connection, committed when it returns (the data-modifying CTE and the insert are one
+# transaction: a summary never exists without its event). Then, committed, its message.
+CREATE_SUMMARY = text("""
+WITH s AS (
+    INSERT INTO feedback_summaries (sid, account_sid, request_id, start_date, end_date, include_subaccounts,
+                                    status_callback, status_callback_method)
+    VALUES (:sid, :account_sid, :request_id, :start_date, :end_date, :include_subaccounts, :status_callback,
+            :status_callback_method)
+    RETURNING *),
+e AS (INSERT INTO summary_events (summary_sid, kind, actor) SELECT sid, 'created', :request_id FROM s)
+SELECT """ + ", ".join(RESOURCE_COLUMNS) + " FROM s").columns(
+    *(FeedbackSummary.__table__.c[name] for name in RESOURCE_COLUMNS))
+
+
+def _send_committed(services, summary_sid: str) -> None:
+    # As shared/platform/db.py after_commit sends: only once the row is committed, and a failure is
+    # the sweeper's to repair, never the request's.
+    try:
+        services.enqueue_summary(summary_sid)
+    except Exception:
+        log.warning("sending after commit failed; the sweeper will send it", exc_info=True)
+
+
+def create(request: Request, account) -> Response:
+    services = request.services
     params = parse_create(request)
     key = _idempotency_key(request)
+    if key is None:
+        # Nothing to replay, so nothing to count after: counted first, and a create over the limit
+        # never reaches the database. The limit is the caller's (a parent creating on its
+        # subaccounts' paths spends its own).
+        services.check_create_rate(request.caller.sid)
+        summary = request.connection.execute(CREATE_SUMMARY, dict(
+            sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params))).one()
+        _send_committed(services, summary.sid)
+    else:
+        summary = _create_with_key(request, account, key, params)
+        if isinstance(summary, Response):
+            return summary
+    metrics.SUMMARIES_CREATED.inc()
+    logs.add(summary_sid=summary.sid)
+    return Response(201, summary_resource(summary))
+
+
+def _create_with_key(request: Request, account, key: str, params: CreateParams):
+    """The summary, created and committed with its key; or the Response replaying the key's summary."""
+    session, services = request.session, request.services
     # Two rounds at most: a key whose summary is deleted between our insert and our read is free again.
     for _ in range(2):
-        # A plain INSERT ... RETURNING: no unit-of-work bookkeeping on the hottest path. The generic
-        # insert, not PostgreSQL's: that one has no cache key, so it was compiled on every request.
+        # A plain INSERT ... RETURNING: no unit-of-work bookkeeping. The generic insert, not
+        # PostgreSQL's: that one has no cache key, so it was compiled on every request.
         summary = session.scalars(cacheable_insert(FeedbackSummary).values(
             sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params)
         ).returning(FeedbackSummary)).one()
         window_s = services.settings.idempotency_window_s
-        if key is None or _claim_key(session, account, key, params, summary.sid, window_s):
+        if _claim_key(session, account, key, params, summary.sid, window_s):
             break
         session.rollback()
         replayed = _replay(session, account, key, params)
@@ -140,12 +192,10 @@ def create(request: Request, account: Account) -> Response:
     record(session, summary.sid, "created", request.request_id, idempotency_key=key)
     after_commit(session, services.enqueue_summary, summary.sid)
     session.commit()
-    metrics.SUMMARIES_CREATED.inc()
-    logs.add(summary_sid=summary.sid)
-    return Response(201, summary_resource(summary))
+    return summary
 
 
-def _owned_summary(request: Request, account: Account, sid: str) -> FeedbackSummary:
+def _owned_summary(request: Request, account, sid: str) -> FeedbackSummary:
     # A malformed SID names nothing; checked first, so odd bytes (a NUL) never reach the database.
     summary = request.session.get(FeedbackSummary, sid) if is_sid(sid, SUMMARY) else None
     if summary is None or summary.account_sid != account.sid:
@@ -153,11 +203,11 @@ def _owned_summary(request: Request, account: Account, sid: str) -> FeedbackSumm
     return summary
 
 
-def fetch(request: Request, account: Account, Sid: str) -> Response:
+def fetch(request: Request, account, Sid: str) -> Response:
     return Response(200, summary_resource(_owned_summary(request, account, Sid)))
 
 
-def delete(request: Request, account: Account, Sid: str) -> Response:
+def delete(request: Request, account, Sid: str) -> Response:
     summary = _owned_summary(request, account, Sid)
     request.session.delete(summary)
     request.session.commit()

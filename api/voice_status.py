@@ -4,19 +4,20 @@ summaries count (SPEC, Live data from Twilio).
 Give Twilio this URL as a call's or a number's `StatusCallback`, with the events `initiated` and
 `completed` (or any of `initiated ringing answered completed`; each records the call once). A
 request counts only when `X-Twilio-Signature` is Twilio's signature keyed with the auth token of
-its `AccountSid`; anything else is a 403 that stores nothing. A valid one costs one lookup and one
-statement, and enqueues nothing.
+its `AccountSid`; anything else is a 403 that stores nothing. A valid one costs one statement (and
+a lookup of the account's tokens first, the first time a process sees the account or after its
+tokens changed), and enqueues nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from email.utils import parsedate_to_datetime
-from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import select, text
+from sqlalchemy import Integer, column, text
 
 from api.errors import Forbidden
 from api.http import Request, Response
@@ -45,7 +46,20 @@ WHERE (c.provisional AND (c.account_sid = excluded.account_sid OR EXISTS (
             AND coalesce(poster.parent_sid, poster.sid) = coalesce(sender.parent_sid, sender.sid))))
    OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)
 """)
-TOKENS = select(Account.auth_token_encrypted, Account.secondary_token_encrypted)
+# The same upsert, made only while the token that signed the request is still one of the account's
+# (compared by ciphertext: a rotated token has a new one), in one statement; the count says whether
+# it was. Lets a process check signatures with the tokens it read for an earlier request of the
+# account without reading them again, and still never record an event signed with a token the
+# account no longer has (which the lookup-then-insert of before did not guarantee either).
+RECORD_CALL_IF_SIGNED = text(
+    "WITH signer AS (SELECT 1 FROM accounts WHERE sid = :account"
+    " AND (auth_token_encrypted = :ciphertext OR secondary_token_encrypted = :ciphertext)),\n"
+    "recorded AS (" + RECORD_CALL.text.replace("VALUES (:sid, :account, :start)",
+                                                "SELECT :sid, :account, :start FROM signer") + "RETURNING 1)\n"
+    "SELECT count(*) FROM signer").columns(column("count", Integer))
+assert "FROM signer\nON CONFLICT" in RECORD_CALL_IF_SIGNED.element.text
+TOKENS = text("SELECT auth_token_encrypted, secondary_token_encrypted FROM accounts WHERE sid = :sid").columns(
+    Account.__table__.c.auth_token_encrypted, Account.__table__.c.secondary_token_encrypted)
 
 
 def requested_urls(request: Request, public_base_url: str | None) -> list[str]:
@@ -58,21 +72,47 @@ def requested_urls(request: Request, public_base_url: str | None) -> list[str]:
         scheme = environ.get("wsgi.url_scheme", "http")
         netloc = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    url = urlunsplit((scheme, netloc, path, environ.get("QUERY_STRING", ""), ""))
+    return list(_spellings(scheme, netloc, path, environ.get("QUERY_STRING", "")))
+
+
+@functools.lru_cache(maxsize=256)
+def _spellings(scheme: str, netloc: str, path: str, query: str) -> tuple[str, ...]:
+    # The same few URLs on every request (one host, one path): worked out once per process.
+    url = urlunsplit((scheme, netloc, path, query, ""))
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or DEFAULT_PORTS.get(scheme)
     except ValueError:  # a malformed Host header: no URL Twilio could have signed
-        return []
+        return ()
     host = f"[{host}]" if ":" in host else host
-    return list(dict.fromkeys([url, parts._replace(netloc=host).geturl(),
-                               parts._replace(netloc=f"{host}:{port}").geturl()]))
+    return tuple(dict.fromkeys([url, parts._replace(netloc=host).geturl(),
+                                parts._replace(netloc=f"{host}:{port}").geturl()]))
 
 
-def _tokens(request: Request, account_sid: str) -> Iterator[str]:
-    """The account's primary token, then its secondary (decrypted only if the primary did not sign)."""
-    found = request.session.execute(TOKENS.where(Account.sid == account_sid)).first()
-    return (decrypt(ciphertext) for ciphertext in (found or ()) if ciphertext)
+# Per process: an account's token ciphertexts as last read, for the next of its status callbacks.
+# Only a shortcut: a request is recorded only if its token is still the account's (above).
+_known_tokens: dict[str, tuple[str, str | None]] = {}
+MAX_KNOWN_ACCOUNTS = 10_000
+
+
+def _read_tokens(request: Request, account_sid: str) -> tuple[str, str | None] | None:
+    found = request.connection.execute(TOKENS, {"sid": account_sid}).first()
+    if found is None:
+        _known_tokens.pop(account_sid, None)
+        return None
+    if len(_known_tokens) >= MAX_KNOWN_ACCOUNTS:
+        _known_tokens.pop(next(iter(_known_tokens)))
+    _known_tokens[account_sid] = tokens = (found[0], found[1])
+    return tokens
+
+
+def _signer(tokens: tuple[str, str | None], request: Request, urls: list[str], presented: str) -> str | None:
+    """The ciphertext of the token that signed the request: the primary, else the secondary
+    (decrypted only if the primary did not sign); None if neither did."""
+    for ciphertext in tokens:
+        if ciphertext and is_valid_signature(decrypt(ciphertext), urls, request.form, presented):
+            return ciphertext
+    return None
 
 
 def _start_time(request: Request) -> dt.datetime:
@@ -93,19 +133,28 @@ def _start_time(request: Request) -> dt.datetime:
 
 
 def ingest(request: Request) -> Response:
-    # One lookup and one statement, each its own transaction: no BEGIN and COMMIT round trips.
-    request.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    # One statement on the request's autocommit connection (no BEGIN and COMMIT round trips, no ORM
+    # session) when this process has the account's tokens from an earlier request; else a lookup first.
     account_sid = request.param("AccountSid") or ""
     presented = request.header("X-Twilio-Signature") or ""
-    tokens = _tokens(request, account_sid) if presented and is_sid(account_sid, ACCOUNT) else iter(())
-    urls = requested_urls(request, request.services.settings.public_base_url)
-    if not any(is_valid_signature(token, urls, request.form, presented) for token in tokens):
+    if not presented or not is_sid(account_sid, ACCOUNT):
         raise Forbidden()
+    urls = requested_urls(request, request.services.settings.public_base_url)
     call_sid = (request.param("CallSid") or "").strip()
+    known = _known_tokens.get(account_sid)
+    signer = _signer(known, request, urls, presented) if known is not None and is_sid(call_sid, CALL) else None
+    if signer is not None:
+        values = {"sid": call_sid, "account": account_sid, "start": _start_time(request), "ciphertext": signer}
+        if request.connection.execute(RECORD_CALL_IF_SIGNED, values).scalar():
+            return Response(204)
+        # The token changed (or the account is gone) since this process read it: read it again.
+    tokens = _read_tokens(request, account_sid)
+    signer = _signer(tokens, request, urls, presented) if tokens is not None else None
+    if signer is None:
+        raise Forbidden()
     if not is_sid(call_sid, CALL):
         # Signed, so from Twilio (or the account itself), and nothing either could fix by retrying.
         log.warning("status callback without a usable CallSid; nothing recorded", extra={"account_sid": account_sid})
         return Response(204)
-    request.session.execute(RECORD_CALL, {"sid": call_sid, "account": account_sid, "start": _start_time(request)})
-    request.session.commit()
+    request.connection.execute(RECORD_CALL, {"sid": call_sid, "account": account_sid, "start": _start_time(request)})
     return Response(204)

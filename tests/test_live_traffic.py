@@ -14,7 +14,7 @@ from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from shared.accounts.sids import CALL, new_sid
-from tests.processes import summaries_cli
+from tests.processes import summaries_cli, wait_for
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import WsgiClient, feedback_path, make_account, snapshot
 from worker import rollups
@@ -149,6 +149,30 @@ def test_the_secondary_token_signs_too_during_a_rotation(client, engine, account
     assert post_event(client, form, secondary).status == 204
 
 
+def test_a_token_stops_signing_at_once_though_the_process_knows_it_from_earlier_events(client, engine, account):
+    """The API keeps an account's tokens from one status callback to the next (api/voice_status.py);
+    once the account no longer has a token, an event it signs is refused at once and records nothing."""
+    from sqlalchemy.orm import Session
+
+    from cli import accounts
+
+    old = account.auth_token
+    assert post_event(client, event(account, new_sid(CALL), "initiated", T0, 0), old).status == 204
+    with Session(engine) as session:
+        new = accounts.rotate_token(session, account.sid)
+        session.commit()
+    assert post_event(client, event(account, new_sid(CALL), "initiated", T0, 0), new).status == 204
+    assert post_event(client, event(account, new_sid(CALL), "initiated", T0, 0), old).status == 204
+    with Session(engine) as session:
+        accounts.promote_token(session, account.sid)
+        session.commit()
+    form = event(account, new_sid(CALL), "initiated", T0, 0)
+    assert post_event(client, form, old).status == 403
+    assert call_row(engine, form["CallSid"]) is None
+    assert post_event(client, form, new).status == 204
+    assert call_row(engine, form["CallSid"])["account_sid"] == account.sid
+
+
 def test_a_signed_event_twilio_cannot_fix_is_answered_2xx_and_stores_nothing(client, engine, redis_client, account):
     before = snapshot(engine, redis_client)
     form = event(account, "CAnotasid", "initiated", T0, 0)
@@ -254,12 +278,16 @@ def auth_of(account) -> tuple[str, str]:
     return account.sid, account.auth_token
 
 
-def test_feedback_racing_a_move_of_its_call_never_stays_under_the_wrong_account(engine, redis_client, monkeypatch):
+@pytest.mark.parametrize("path", ["one statement", "transaction"])
+def test_feedback_racing_a_move_of_its_call_never_stays_under_the_wrong_account(engine, redis_client, monkeypatch,
+                                                                               path):
     """A post under the parent's path has read its call and is about to write when the subaccount's
     status callback moves the call: the move waits for the post (which holds the call's row) and
     then drops the feedback posted under the wrong account. Without the row lock the move went
     first and the post then wrote fresh feedback under the parent, visible to and counted for the
-    wrong account for good."""
+    wrong account for good. Both ways a post writes: the one statement that locks the call and
+    writes (paused between the two by a pg_sleep after the lock), and the transaction that follows
+    when that statement finds no call of the account (paused in Python before its write)."""
     import threading
 
     from api import feedback
@@ -273,14 +301,33 @@ def test_feedback_racing_a_move_of_its_call_never_stays_under_the_wrong_account(
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM call_feedback WHERE call_sid = :s"), {"s": sid})  # a first post
     read_the_call, go_on = threading.Event(), threading.Event()
-    write = feedback.upsert_feedback
+    if path == "one statement":
+        statement = feedback.UPSERT_OWN_CALL_FEEDBACK.element.text
+        paused = statement.replace(" FOR SHARE)", " FOR SHARE), pause AS (SELECT pg_sleep(2) FROM c)").replace(
+            " FROM c\n", " FROM c, pause\n")
+        assert paused.count("pause") == 2
+        monkeypatch.setattr(feedback, "UPSERT_OWN_CALL_FEEDBACK", text(paused))
 
-    def paused_write(*args, **kwargs):
-        read_the_call.set()
-        go_on.wait(10)
-        return write(*args, **kwargs)
+        def sleeping() -> bool:
+            with engine.connect() as connection:
+                return bool(connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event = "
+                                                    "'PgSleep' AND query LIKE '%pause AS%'")).scalar())
 
-    monkeypatch.setattr(feedback, "upsert_feedback", paused_write)
+        def held():
+            wait_for(sleeping, 10, 0.02, "the post to hold the call")
+            read_the_call.set()
+
+        threading.Thread(target=held, daemon=True).start()
+    else:
+        monkeypatch.setattr(feedback, "UPSERT_OWN_CALL_FEEDBACK", text("SELECT 1 WHERE false"))
+        write = feedback.upsert_feedback
+
+        def paused_write(*args, **kwargs):
+            read_the_call.set()
+            go_on.wait(10)
+            return write(*args, **kwargs)
+
+        monkeypatch.setattr(feedback, "upsert_feedback", paused_write)
     results = {}
     post = threading.Thread(target=lambda: results.update(post=post_feedback(client, parent, sid, 1).status))
     post.start()

@@ -197,3 +197,51 @@ def test_a_worker_child_stuck_on_a_lock_is_replaced_and_its_summary_still_comple
     finally:
         worker.stop()
         beat.stop()
+
+
+def test_postgresql_restarted_under_the_api_answers_every_request_after_it(redis_client, tmp_path):
+    """Kills: PostgreSQL (a fast shutdown and a start of a server of this test's own) while the API's
+    pool holds connections to it. Checks: every request after the restart succeeds, on each of the
+    three hot paths: the pool sees the closed connections when it hands them out (no pre-ping round
+    trip, shared/platform/db.py) and replaces them, so no request fails on a stale one."""
+    from api.factory import create_app
+    from shared.accounts.sids import CALL, new_sid
+    from shared.platform.db import make_engine
+    from shared.signing import signature
+    from tests.support import feedback_path
+
+    postgres = DisposablePostgres(tmp_path / "pg")
+    try:
+        upgrade(postgres.url)
+        engine = make_engine(postgres.url)
+        account = make_account(engine)
+        calls = make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)] * 3)
+        services = create_app().services
+        client = WsgiClient(App(Services(settings=services.settings, enqueue_summary=lambda sid: False,
+                                         sessions=sessionmaker(engine, expire_on_commit=False),
+                                         ping_redis=services.ping_redis)))
+        auth = (account.sid, account.auth_token)
+
+        def requests() -> list[int]:
+            statuses = []
+            for call_sid in calls:
+                statuses.append(client.post(summaries_path(account.sid), form=FORM, auth=auth).status)
+                statuses.append(client.post(feedback_path(account.sid, call_sid), form={"QualityScore": "4"},
+                                            auth=auth).status)
+                form = {"AccountSid": account.sid, "CallSid": new_sid(CALL), "CallStatus": "initiated"}
+                statuses.append(client.post("/twilio/voice/status", form=form, headers={
+                    "Host": "localhost", "X-Twilio-Signature": signature(
+                        account.auth_token, "http://localhost/twilio/voice/status", form)}).status)
+            return statuses
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:  # several pooled connections, all of them stale after the restart
+            assert set().union(*pool.map(lambda _: set(requests()), range(4))) == {201, 200, 204}
+        assert engine.pool.checkedin() >= 2
+        postgres.stop()
+        postgres.start()
+        for _ in range(3):
+            assert set(requests()) == {201, 200, 204}
+    finally:
+        postgres.close()
