@@ -4,7 +4,10 @@ validator, the SSRF address rules, and the circuit breaker on fakeredis."""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import random
+import socket
+import threading
 import time
 from email.utils import format_datetime
 
@@ -15,9 +18,10 @@ from twilio.request_validator import RequestValidator
 from shared.callbacks import url as callback_url
 from shared.callbacks.url import request_target
 from shared.signing import signature
-from worker.circuit import CircuitBreaker, Slots
+from worker import ssrf
+from worker.circuit import Admission, CircuitBreaker, Slots
 from worker.retry_policy import Outcome, backoff_s, classify, next_delay_s, retry_after_s
-from worker.ssrf import is_forbidden
+from worker.ssrf import Deadline, ForbiddenAddress, is_forbidden
 
 TOKEN = "12345678901234567890123456789012"
 PARAMS = {"AccountSid": "AC" + "1" * 32, "Status": "completed", "Issues": '[{"description":"dropped-call"}]',
@@ -176,3 +180,149 @@ def test_a_trailing_question_mark_gets_no_second_one_and_the_signature_covers_th
                                     "Wed, 21 Oct 2015 25:99:00 GMT", "soon", "-5"])
 def test_a_retry_after_no_one_can_read_is_ignored_never_an_error(header):
     assert retry_after_s(header, dt.datetime.now(dt.timezone.utc)) is None
+
+
+def _admission(client, threshold=2, cooldown_s=0.05, lease_s=30):
+    return Admission(CircuitBreaker(client, threshold, cooldown_s, lease_s), Slots(client, lease_s))
+
+
+def test_admission_in_one_round_trip_lets_exactly_one_half_open_probe_through(redis_client):
+    admission, limits = _admission(redis_client), {"destination:203.0.113.9": 64, "account:AC1": 64}
+    assert admission.finish("acct:ip", "t0", list(limits), "failure") is False
+    assert admission.finish("acct:ip", "t0", list(limits), "failure") is True  # the threshold: open
+    assert admission.admit("cfs:m", "acct:ip", "t1", limits)[0] > 0  # open: wait
+    assert admission.breaker.wait_s("acct:ip") > 0  # the same keys as CircuitBreaker's
+    time.sleep(0.1)  # half-open
+    answers = [admission.admit("cfs:m", "acct:ip", f"p{i}", limits) for i in range(8)]
+    assert answers[0] == (0, None) and all(wait >= 1 for wait, _ in answers[1:])
+    assert redis_client.zcard("cfs:slots:account:AC1") == 1  # only the probe took slots
+    assert admission.finish("acct:ip", "p0", list(limits), "failure") is True  # the probe failed: open again
+    time.sleep(0.1)
+    assert admission.admit("cfs:m", "acct:ip", "q", limits) == (0, None)
+    admission.finish("acct:ip", "q", list(limits), "success")  # closed for everyone
+    assert [admission.admit("cfs:m", "acct:ip", f"r{i}", limits)[0] for i in range(3)] == [0, 0, 0]
+    assert admission.admit("cfs:m", "other:ip", "s", limits) == (0, None)  # per account and destination
+
+
+def test_admission_clears_the_marker_takes_every_slot_or_none_and_finish_gives_them_back(redis_client):
+    admission = _admission(redis_client, threshold=5)
+    limits = {"destination:198.51.100.3": 2, "account:AC2": 5}
+    redis_client.set("cfs:inflight:callback:FSx", 1)
+    assert admission.admit("cfs:inflight:callback:FSx", "AC2:198.51.100.3", "a", limits) == (0, None)
+    assert not redis_client.exists("cfs:inflight:callback:FSx")
+    assert admission.admit("m", "AC2:198.51.100.3", "b", limits) == (0, None)
+    assert admission.admit("m", "AC2:198.51.100.3", "c", limits) == (0, "destination:198.51.100.3")
+    assert redis_client.zcard("cfs:slots:account:AC2") == 2  # nothing taken for c
+    for token, outcome in (("a", None), ("b", "failure")):
+        admission.finish("AC2:198.51.100.3", token, list(limits), outcome)
+    assert redis_client.zcard("cfs:slots:account:AC2") == 0 == redis_client.zcard("cfs:slots:destination:198.51.100.3")
+    assert redis_client.get("cfs:circuit:failures:AC2:198.51.100.3") == b"1"  # None counted nothing
+
+
+def test_slots_taken_by_admission_of_a_dead_holder_free_themselves(redis_client):
+    admission = _admission(redis_client, threshold=5, lease_s=0.3)
+    limits = {"destination:203.0.113.7": 1, "account:AC3": 5}
+    assert admission.admit("m", "AC3:203.0.113.7", "dead", limits) == (0, None)  # never finished
+    assert admission.admit("m", "AC3:203.0.113.7", "x", limits) == (0, "destination:203.0.113.7")
+    time.sleep(0.35)
+    assert admission.admit("m", "AC3:203.0.113.7", "y", limits) == (0, None)
+
+
+class _KeepAliveServer:
+    """Answers each request on a connection in turn from `replies` (each: body, drip seconds per byte);
+    counts the connections accepted."""
+
+    def __init__(self, replies):
+        self.accepted, self.replies = 0, list(replies)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/h"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn):
+        with conn, conn.makefile("rb") as reader:
+            while self.replies:
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if not line:
+                    return
+                reader.read(length)
+                body, drip_s = self.replies.pop(0)
+                try:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                    for byte in body:
+                        conn.sendall(bytes([byte]))
+                        time.sleep(drip_s)
+                except OSError:
+                    return
+
+    def close(self):
+        self.sock.close()
+
+
+def _post(server, deadline_s=2.0):
+    import requests
+
+    prepared = requests.Request("POST", server.url, data={"a": "b"}).prepare()
+    allowed = (ipaddress.ip_network("127.0.0.0/8"),)
+    with Deadline(deadline_s) as deadline:
+        try:
+            response = ssrf.send(prepared, allowed, (1, 1))
+            body = response.raw.read(1024)
+            response.close()
+        except Exception as error:  # noqa: BLE001
+            return deadline, error
+    return deadline, body
+
+
+def test_a_kept_alive_connection_is_reused_and_still_cut_off_at_the_attempts_deadline():
+    server = _KeepAliveServer([(b"ok", 0), (b"x" * 100, 0.2)])  # the second drips for 20 s
+    try:
+        result = []
+        thread = threading.Thread(target=lambda: result.extend([_post(server), _post(server, 1.0)]))
+        started = time.monotonic()
+        thread.start()
+        thread.join(10)
+        (first_deadline, first), (second_deadline, _) = result
+        assert first == b"ok" and not first_deadline.expired
+        assert second_deadline.expired and time.monotonic() - started < 3
+        assert server.accepted == 1  # the second request went on the first's connection
+    finally:
+        server.close()
+
+
+def test_a_connection_idle_longer_than_the_keepalive_limit_is_replaced(monkeypatch):
+    monkeypatch.setattr(ssrf, "KEEPALIVE_IDLE_S", 0.0)
+    server = _KeepAliveServer([(b"ok", 0), (b"ok", 0), (b"ok", 0)])
+    try:
+        result = []
+        thread = threading.Thread(target=lambda: result.extend([_post(server), _post(server)]))
+        thread.start()
+        thread.join(10)
+        assert [body for _, body in result] == [b"ok", b"ok"] and server.accepted == 2
+    finally:
+        server.close()
+
+
+def test_the_per_thread_sender_refuses_a_forbidden_peer_before_any_byte():
+    import requests
+
+    server = _KeepAliveServer([(b"ok", 0)])
+    try:
+        prepared = requests.Request("POST", server.url).prepare()
+        with Deadline(2), pytest.raises(ForbiddenAddress):
+            ssrf.send(prepared, (), (1, 1))  # loopback not allowed: refused on the connected socket
+        time.sleep(0.1)
+        assert server.replies == [(b"ok", 0)]  # no request reached it
+    finally:
+        server.close()

@@ -57,20 +57,24 @@ SLOTS_KEY = "cfs:slots:{key}"
 # Each holder is a member scored by its own expiry (Redis time, ms): expired holders are dropped
 # before counting, so a slot of a worker that died frees itself, and a live holder's never expires
 # early. All the sets are checked, then all taken, in one script: never half-acquired.
-_ACQUIRE = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local lease_ms = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
-  if redis.call('ZCARD', key) >= tonumber(ARGV[2 + i]) then return i end
+# Slot keys are KEYS[first..], the limit of KEYS[i] is ARGV[i + offset]; ARGV[1] the lease, ARGV[2] the holder.
+_TAKE_SLOTS = """
+local function take_slots(first, offset)
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local lease_ms = tonumber(ARGV[1])
+  for i = first, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now_ms)
+    if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[i + offset]) then return i - first + 1 end
+  end
+  for i = first, #KEYS do
+    redis.call('ZADD', KEYS[i], now_ms + lease_ms, ARGV[2])
+    redis.call('PEXPIRE', KEYS[i], lease_ms)
+  end
+  return 0
 end
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now_ms + lease_ms, ARGV[2])
-  redis.call('PEXPIRE', key, lease_ms)
-end
-return 0
 """
+_ACQUIRE = _TAKE_SLOTS + "return take_slots(1, 2)"
 
 
 class Slots:
@@ -93,3 +97,74 @@ class Slots:
             for key in keys:
                 pipe.zrem(SLOTS_KEY.format(key=key), token)
             pipe.execute()
+
+
+# One round trip before an attempt: clear the message's in-flight marker, ask the circuit (as
+# CircuitBreaker.wait_s: open, closed, or the one half-open probe) and take the slots (as
+# Slots.acquire). KEYS: marker, open, failures, probe, then the slot sets; ARGV: slot lease, holder,
+# threshold, probe lease, then the slot limits (ARGV[i] for KEYS[i]). Returns {wait_ms, full}:
+# wait_ms > 0 when the circuit says wait; full > 0 names the slot set (1-based) that was full.
+_ADMIT = _TAKE_SLOTS + """
+redis.call('DEL', KEYS[1])
+local open_ms = redis.call('PTTL', KEYS[2])
+if open_ms > 0 then return {open_ms, 0} end
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[3]) then
+  if not redis.call('SET', KEYS[4], 1, 'NX', 'PX', ARGV[4]) then
+    return {math.max(1000, redis.call('PTTL', KEYS[4])), 0}
+  end
+end
+return {0, take_slots(5, 0)}
+"""
+
+# One round trip after an attempt: give the slots back (KEYS[4..]) and, unless the outcome says
+# nothing about the receiver (ARGV[2] = 'none'), count it as CircuitBreaker.record_failure or
+# record_success would. KEYS: open, failures, probe, slot sets; ARGV: holder, 'failure' | 'success' |
+# 'none', threshold, cooldown ms, failures' expiry s. Returns 1 when the circuit is (again) open.
+_FINISH = """
+for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+if ARGV[2] == 'success' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+elseif ARGV[2] == 'failure' then
+  local failures = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  if failures >= tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[1], failures, 'PX', ARGV[4])
+    redis.call('DEL', KEYS[3])
+    return 1
+  end
+end
+return 0
+"""
+
+
+class Admission:
+    """The circuit and the slots of one attempt in two round trips (admit, finish) instead of six:
+    the same keys and rules as CircuitBreaker and Slots, so either may look at what the other did."""
+
+    def __init__(self, breaker: CircuitBreaker, slots: Slots):
+        self.breaker, self.slots = breaker, slots
+        self._admit = slots.client.register_script(_ADMIT)
+        self._finish = slots.client.register_script(_FINISH)
+
+    def _circuit_keys(self, destination: str) -> list[str]:
+        return [OPEN_KEY.format(key=destination), FAILURES_KEY.format(key=destination),
+                PROBE_KEY.format(key=destination)]
+
+    def admit(self, marker: str, destination: str, token: str, limits: dict[str, int]) -> tuple[float, str | None]:
+        """Delete `marker`; then (seconds to wait, None) when the circuit says wait (as wait_s), else
+        (0, None) with a slot under every key taken for `token`, or (0, the key that was full)."""
+        keys = [marker, *self._circuit_keys(destination), *(SLOTS_KEY.format(key=key) for key in limits)]
+        wait_ms, full = self._admit(keys=keys, args=[self.slots.lease_ms, token, self.breaker.threshold,
+                                                     self.breaker.probe_lease_ms, *limits.values()])
+        if int(wait_ms) > 0:
+            return int(wait_ms) / 1000, None
+        return 0, None if int(full) == 0 else list(limits)[int(full) - 1]
+
+    def finish(self, destination: str, token: str, slot_keys: list[str], outcome: str | None) -> bool:
+        """Release the slots; record `outcome` ('failure', 'success' or None: says nothing of the
+        receiver). True when the circuit is (again) open after it."""
+        keys = [*self._circuit_keys(destination), *(SLOTS_KEY.format(key=key) for key in slot_keys)]
+        opened = self._finish(keys=keys, args=[token, outcome or "none", self.breaker.threshold,
+                                               max(1, int(self.breaker.cooldown_s * 1000)),
+                                               int(self.breaker.cooldown_s * 10) + 60])
+        return bool(int(opened))

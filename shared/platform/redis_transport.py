@@ -13,6 +13,10 @@ outages; 0 in 80 with this transport, messages restored on warm shutdown as befo
 The same mend applies to kombu's Sentinel channel (a sentinel:// REDIS_URL), which closes alike.
 
 Remove once kombu or Celery fixes it upstream (tests/test_redis_restart.py says whether it is needed).
+
+A third change is for speed: kombu builds a new redis.Redis for every publish, acknowledgement and
+event it sends (about 0.14 ms each with redis 8.1, several per task); a channel now keeps one per
+connection pool (a client is a thread-safe handle on its pool; a replaced pool gets a new one).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from kombu.transport import redis as kombu_redis
 
 
 class _Mended:
-    """The two changes, for both of kombu's Redis channels (placed before kombu's in the MRO)."""
+    """The changes, for both of kombu's Redis channels (placed before kombu's in the MRO)."""
 
     def close(self):
         if self._in_poll:
@@ -41,6 +45,15 @@ class _Mended:
         if self.connection is None or self.connection.client is None:
             raise kombu_redis.redis.exceptions.ConnectionError("the channel's broker connection was released")
         return super()._get_pool(asynchronous=asynchronous)
+
+    def _create_client(self, asynchronous=False):
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        client = self.__dict__.get("_cfs_client")
+        if client is None or client.connection_pool is not pool:
+            client = self._cfs_client = super()._create_client()
+        return client
 
 
 class Channel(_Mended, kombu_redis.Channel):
