@@ -385,7 +385,7 @@ def test_0008_waits_for_the_run_after_0005_and_clears_what_the_old_0005_left(scr
         for sid, token in ACCOUNTS[:2]:
             connection.execute(text("INSERT INTO accounts (sid, friendly_name, auth_token) VALUES (:s, 'x', :t)"),
                                {"s": sid, "t": token})
-    assert upgrade(url) == ["0008"]  # 0005 applied by this run: the previous release may still read auth_token
+    assert upgrade(url, "0008") == ["0008"]  # 0005 applied by this run: the previous release may still read auth_token
     assert current_revision(url) == "0007"
     # As 0005 did before issue 15: the column dropped, its values still in every row's bytes.
     with engine.begin() as connection:
@@ -393,7 +393,7 @@ def test_0008_waits_for_the_run_after_0005_and_clears_what_the_old_0005_left(scr
     with engine.connect() as connection:
         assert all(token.encode() in raw_pages(connection, "accounts") for _, token in ACCOUNTS[:2])
     assert _revision("0008").contracts == "0005"
-    assert upgrade(url) == []
+    assert upgrade(url, "0008") == []
     assert current_revision(url) == "0008"
     with engine.connect() as connection:
         pages = raw_pages(connection, "accounts")
