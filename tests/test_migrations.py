@@ -6,7 +6,7 @@ below, from the code of that release: `git show <commit>:api/feedback.py` and so
 after it against the new schema. Nothing they do may fail; the rollups must equal the aggregates of
 the raw rows to the last unit, day by day; the tokens must be where each era reads them. Then: the
 lock_timeout of every revision, a blocked revision retried by `summaries migrate`, and the
-plaintext that the pre-issue-15 0005 left in the table's files removed by 0008.
+plaintext that the pre-issue-15 0005 left in the table's files removed by 0009.
 """
 
 from __future__ import annotations
@@ -235,8 +235,8 @@ def check(engine, revision: str) -> None:
                 hashed, ciphertext = connection.execute(text(
                     "SELECT auth_token_hash, auth_token_encrypted FROM accounts WHERE sid = :sid"), {"sid": sid}).one()
                 assert hashed == hashlib.sha256(token.encode()).hexdigest() and decrypt(ciphertext) == token
-        assert ("auth_token" in columns) == (number < 8)
-        if number >= 8:
+        assert ("auth_token" in columns) == (number < 9)
+        if number >= 9:
             pages = raw_pages(connection, "accounts")
             assert not any(token.encode() in pages for _, token in ACCOUNTS), "plaintext left in accounts' files"
 
@@ -380,25 +380,25 @@ def _revision(name: str):
     return module
 
 
-def test_0008_waits_for_the_contract_step_and_clears_what_the_old_0005_left(scratch):
+def test_0009_waits_for_the_contract_step_and_clears_what_the_old_0005_left(scratch):
     url, engine = scratch
     upgrade(url, "0004")
     with engine.begin() as connection:
         for sid, token in ACCOUNTS[:2]:
             connection.execute(text("INSERT INTO accounts (sid, friendly_name, auth_token) VALUES (:s, 'x', :t)"),
                                {"s": sid, "t": token})
-    assert upgrade(url) == ["0008"]  # 0005 applied by this run: the previous release may still read auth_token
-    assert current_revision(url) == "0007"
+    assert upgrade(url) == ["0009"]  # 0005 applied by this run: the previous release may still read auth_token
+    assert current_revision(url) == "0008"
     # As 0005 did before issue 15: the column dropped, its values still in every row's bytes.
     with engine.begin() as connection:
         connection.execute(text("ALTER TABLE accounts DROP COLUMN auth_token"))
     with engine.connect() as connection:
         assert all(token.encode() in raw_pages(connection, "accounts") for _, token in ACCOUNTS[:2])
-    assert _revision("0008").contracts == "0005"
-    assert upgrade(url) == ["0008"]  # a second run proves nothing about the old release: still not applied
-    assert current_revision(url) == "0007"
-    assert upgrade(url, contract=True) == []  # the operator says the rollout is complete
+    assert _revision("0009").contracts == "0005"
+    assert upgrade(url) == ["0009"]  # a second run proves nothing about the old release: still not applied
     assert current_revision(url) == "0008"
+    assert upgrade(url, contract=True) == []  # the operator says the rollout is complete
+    assert current_revision(url) == "0009"
     with engine.connect() as connection:
         pages = raw_pages(connection, "accounts")
     assert not any(token.encode() in pages for _, token in ACCOUNTS[:2])
@@ -422,5 +422,5 @@ def test_two_migrates_at_once_take_turns(scratch):
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert errors == [] and results == [["0008"], ["0008"]]
-    assert current_revision(url) == "0007"
+    assert errors == [] and results == [["0009"], ["0009"]]
+    assert current_revision(url) == "0008"

@@ -8,8 +8,9 @@
 - Backfills go in batches, each committed on its own (`in_batches`), never under a table lock.
 - A revision that removes what the previous release still uses is a *contract* revision: it names
   the revision whose change made the removal possible (`contracts = "0005"`), and `summaries
-  migrate` applies it only once that revision was applied by an earlier run, i.e. once the release
-  that runs without the removed thing has been rolled out (or with `summaries migrate --contract`).
+  migrate` applies it only with `--contract` (once the rollout is complete: only the operator knows)
+  or on an empty database. Revisions after it wait with it, so a contract revision goes last in a
+  release's chain.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 Existing tokens are converted in place with the configured key (AUTH_TOKEN_KEYS, or the data
 directory's key file), in batches. The plaintext column stays, nullable, because the previous
-release still reads it while a deploy rolls (this release writes none); 0008 drops it in the
+release still reads it while a deploy rolls (this release writes none); 0009 drops it in the
 release after, and rewrites the table so that no copy is left in its files.
 
 (Installs that applied this revision before issue 15 had the column dropped here, at once: the
 previous release's processes failed until they were replaced, and the tokens stayed in the table's
-files. 0008 drops the column only if it exists, and rewrites the table for them too.)
+files. 0009 drops the column only if it exists, and rewrites the table for them too.)
 
 Revision ID: 0005
 Revises: 0004

@@ -1,7 +1,9 @@
 """The contract of 0005: the plaintext auth tokens go, from the table and from its files.
 
-A contract revision (shared/migrations/rolling.py): `summaries migrate` applies it only once 0005
-was applied by an earlier run, i.e. once no process of the release before 0005 can be running.
+A contract revision (shared/migrations/rolling.py): `summaries migrate` applies it only when asked
+(`--contract`, once no process of the release before 0005 runs) or on an empty database. The last
+revision of the chain, so that no later revision waits behind it (revision 0008 came from the same
+release and was ordered before it).
 
 `DROP COLUMN` only hides the column: every row keeps its bytes until rewritten. `VACUUM FULL`
 rewrites the table (dropped columns' values become nulls) into new files and deletes the old ones,
@@ -10,8 +12,8 @@ accounts). It runs whether this install dropped the column here or, before issue
 What it cannot reach: the WAL already written, base backups, replicas' own files, dumps, and the
 disk blocks the old files occupied. Hence the advice to rotate every token (README, Upgrading).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
@@ -19,8 +21,8 @@ from alembic import op
 
 from shared.migrations.rolling import lock_timeout, set_lock_timeout
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 contracts = "0005"
