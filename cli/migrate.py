@@ -53,11 +53,19 @@ def alembic_config(url: str | None = None, lock_timeout: str = LOCK_TIMEOUT, bat
     return config
 
 
+def _direct_engine(url: str | None):
+    return create_engine(sqlalchemy_url(url or database_url(get_settings())), poolclass=pool.NullPool)
+
+
+def _revision_on(connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 def current_revision(url: str | None) -> str | None:
-    engine = create_engine(sqlalchemy_url(url or database_url(get_settings())), poolclass=pool.NullPool)
+    engine = _direct_engine(url)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return _revision_on(connection)
     finally:
         engine.dispose()
 
@@ -88,14 +96,15 @@ def one_at_a_time(url: str | None):
     """Hold the migrations' advisory lock while the block runs: two `summaries migrate` at once (two
     machines' release steps, a retried deploy) take turns, and the second plans from what the first
     left. A transaction-level lock held by an open transaction on a connection of its own, so that
-    it also holds through a transaction-mode PgBouncer."""
-    engine = create_engine(sqlalchemy_url(url or database_url(get_settings())), poolclass=pool.NullPool)
+    it also holds through a transaction-mode PgBouncer. Yields that connection: each statement on it
+    sees what the revisions committed so far (read committed), so it reads where the database is."""
+    engine = _direct_engine(url)
     try:
         with engine.connect() as connection, connection.begin():
             if not connection.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK}):
                 log.warning("another summaries migrate is running; waiting for it to finish")
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
-            yield
+            yield connection
     finally:
         engine.dispose()
 
@@ -105,16 +114,16 @@ def upgrade(url: str | None = None, revision: str = "head", *, contract: bool = 
             batch_size: int | None = None) -> list[str]:
     """Apply the migrations up to `revision`; answer the contract revisions left for a later run."""
     config = alembic_config(url, lock_timeout, batch_size)
-    with one_at_a_time(url):
-        return _upgrade(url, config, revision, contract, lock_timeout, attempts, backoff_s)
+    with one_at_a_time(url) as locked:
+        return _upgrade(locked, config, revision, contract, lock_timeout, attempts, backoff_s)
 
 
-def _upgrade(url, config, revision, contract, lock_timeout, attempts, backoff_s) -> list[str]:
-    target, deferred = plan(config, current_revision(url), revision, contract)
+def _upgrade(locked, config, revision, contract, lock_timeout, attempts, backoff_s) -> list[str]:
+    target, deferred = plan(config, _revision_on(locked), revision, contract)
     if deferred:
-        log.warning("contract revisions %s left for `summaries migrate --contract`: they remove what the "
-                    "previous release still uses; once no process of that release runs, apply them with "
-                    "`summaries migrate --contract`", ", ".join(deferred))
+        log.warning("contract revisions %s left: they remove what the previous release still uses; once no "
+                    "process of that release runs, apply them with `summaries migrate --contract`",
+                    ", ".join(deferred))
     for attempt in range(1, attempts + 1):
         try:
             command.upgrade(config, target)
@@ -122,7 +131,7 @@ def _upgrade(url, config, revision, contract, lock_timeout, attempts, backoff_s)
         except OperationalError as error:
             if not isinstance(error.orig, LockNotAvailable):
                 raise
-            at = current_revision(url)
+            at = _revision_on(locked)
             reason = str(error.orig).strip().splitlines()[0]
             if attempt == attempts:
                 raise MigrationBlocked(f"the revision after {at or 'none'} waited more than {lock_timeout} for a "

@@ -114,7 +114,7 @@ def _fernet_keys(name: str, value: str | None) -> tuple[str, ...]:
     return keys
 
 
-SENTINEL_SCHEMES = ("sentinel", "sentinels")
+SENTINEL_SCHEMES = ("sentinel", "sentinels")  # the second with TLS, as rediss://
 POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
-from shared.platform.config import SettingError, Settings
+from shared.platform.config import SENTINEL_SCHEMES, SettingError, Settings
 
 if TYPE_CHECKING:
     import redis
 
 log = logging.getLogger(__name__)
 
-SENTINEL_SCHEMES = {"sentinel": False, "sentinels": True}  # scheme: TLS
 SENTINEL_PORT = 26379
 
 
@@ -66,7 +65,7 @@ def parse_url(url: str, name: str = "REDIS_URL") -> Target:
         raise SettingError(form) from None
     if parts.query or parts.fragment:
         raise SettingError(form)
-    return Target(url=url, tls=SENTINEL_SCHEMES[scheme], sentinels=tuple(sentinels), db=db,
+    return Target(url=url, tls=scheme == "sentinels", sentinels=tuple(sentinels), db=db,
                   username=unquote(username) or None, password=unquote(password) or None)
 
 
@@ -87,17 +86,6 @@ def tls_options(settings: Settings) -> dict:
     return {**options, "ssl_cert_reqs": "none", "ssl_check_hostname": False}
 
 
-def connection_options(settings: Settings, target: Target) -> dict:
-    """Keywords for each connection to Redis itself (not to the sentinels)."""
-    timeout_s = settings.enqueue_timeout_s
-    options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    if target.sentinels:
-        options.update(db=target.db, username=target.username, password=target.password)
-    if target.tls:
-        options.update(ssl=True, **tls_options(settings))
-    return options
-
-
 def sentinel_options(settings: Settings, target: Target) -> dict:
     """Keywords for the connections to the sentinels: the timeouts, and TLS as for Redis. The URL's
     password is Redis's; the sentinels are asked without one."""
@@ -105,6 +93,15 @@ def sentinel_options(settings: Settings, target: Target) -> dict:
     options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     if target.tls:
         options.update(ssl=True, **tls_options(settings))
+    return options
+
+
+def connection_options(settings: Settings, target: Target) -> dict:
+    """Keywords for each connection to Redis itself: the sentinels' and, behind sentinels (whose
+    URL is not handed to redis-py), the database and credentials of the URL."""
+    options = sentinel_options(settings, target)
+    if target.sentinels:
+        options.update(db=target.db, username=target.username, password=target.password)
     return options
 
 
