@@ -28,7 +28,7 @@ from shared.callbacks.state import DeliveryState
 from shared.callbacks.url import request_target
 from shared.platform import logs, metrics
 from shared.platform.config import Settings, get_settings
-from shared.platform.db import TRANSIENT_ERRORS, get_engine
+from shared.platform.db import TRANSIENT_ERRORS, autocommit
 from shared.platform.queue import CALLBACK_IN_FLIGHT_KEY, DELIVER_CALLBACK, clear_callback_in_flight, get_redis
 from shared.safe_text import safe
 from shared.signing import signature
@@ -130,7 +130,7 @@ def _settle(delivery: Claimed, result: AttemptResult, settings: Settings) -> Non
         outcome, DeliveryState.PENDING)
     error = result.error or (None if outcome is Outcome.DELIVERED else f"HTTP {result.status_code}")
     attempt = deliveries.Attempt(outcome.value, result.status_code, result.error, result.latency_ms, result.excerpt)
-    with deliveries.autocommit(get_engine()) as connection:
+    with autocommit() as connection:
         recorded = deliveries.settle(connection, delivery, target, attempt, error, delay_s)
     if not recorded:
         return
@@ -143,7 +143,7 @@ def _settle(delivery: Claimed, result: AttemptResult, settings: Settings) -> Non
 
 
 def _postpone(summary_sid: str, delay_s: float) -> None:
-    with deliveries.autocommit(get_engine()) as connection:
+    with autocommit() as connection:
         deliveries.postpone(connection, summary_sid, delay_s)
 
 
@@ -179,7 +179,7 @@ def _admission(client: redis.Redis, threshold: int, cooldown_s: float, lease: fl
 
 def _deliver(summary_sid: str) -> None:
     settings = get_settings()
-    with deliveries.autocommit(get_engine()) as connection:
+    with autocommit() as connection:
         delivery = deliveries.claim(connection, summary_sid, lease_s(settings))
     if delivery is None:
         clear_callback_in_flight(summary_sid)

@@ -15,7 +15,7 @@ import logging
 
 from sqlalchemy import Connection, text
 
-from shared.platform.db import get_engine
+from shared.platform.db import autocommit, get_engine
 from worker.celery_app import app
 from worker.rollups import FEEDBACK_COLUMNS, FEEDBACK_DELTA_SUMS
 
@@ -77,7 +77,7 @@ def fold(limit: int = BATCH_ROWS, max_batches: int = MAX_BATCHES) -> int:
 def _vacuum() -> None:
     """Summaries scan the delta tables (they have no index): their dead rows go now, not at
     autovacuum's next visit (a minute away, by then hundreds of thousands of rows at full load)."""
-    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with autocommit() as connection:
         connection.execute(text("VACUUM (SKIP_LOCKED) calls_rollup_deltas, feedback_rollup_deltas"))
 
 

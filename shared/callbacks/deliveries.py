@@ -13,14 +13,14 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Engine, func, or_, select, text, update
+from sqlalchemy import Connection, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.callbacks.event import event_params
 from shared.callbacks.state import DeliveryState, can_transition
 from shared.models import CallbackDelivery, FeedbackSummary
-from shared.platform.db import after_commit
+from shared.platform.db import after_commit, is_autocommit
 from shared.platform.queue import enqueue_callback
 from shared.summaries.events import record
 
@@ -87,16 +87,11 @@ RETURNING d.summary_sid, d.account_sid, d.url, d.host, d.method, d.params, d.ide
 """)
 
 
-def autocommit(engine: Engine) -> Connection:
-    """A connection for claim, settle and postpone: each is one statement, so each is its own
-    transaction, without the BEGIN and COMMIT round trips (the worker makes two per attempt)."""
-    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-
 def _require_autocommit(connection: Connection) -> None:
-    # A message sent after the statement must never name a row another transaction could still undo.
-    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-        raise ValueError("claim, settle and postpone run on an autocommit() connection")
+    # Claim, settle and postpone are one statement each, committed as it returns: a message sent after
+    # it must never name a row another transaction could still undo.
+    if not is_autocommit(connection):
+        raise ValueError("claim, settle and postpone run on a shared.platform.db.autocommit() connection")
 
 
 def claim(connection: Connection, summary_sid: str, lease_s: float) -> Claimed | None:

@@ -9,7 +9,7 @@ import select
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -102,6 +102,20 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
 @functools.cache
 def get_engine() -> Engine:
     return make_engine(database_url(get_settings()))
+
+
+AUTOCOMMIT = "AUTOCOMMIT"
+
+
+def autocommit(engine: Engine | None = None) -> Connection:
+    """A pooled connection on which each statement is its own transaction: for work that is one
+    statement (a callback's claim or settle) or cannot run in a transaction (VACUUM), without the
+    BEGIN and COMMIT round trips."""
+    return (engine or get_engine()).connect().execution_options(isolation_level=AUTOCOMMIT)
+
+
+def is_autocommit(connection: Connection) -> bool:
+    return connection.get_execution_options().get("isolation_level") == AUTOCOMMIT
 
 
 @functools.cache
