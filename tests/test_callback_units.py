@@ -1,5 +1,5 @@
-"""Callback logic without services: the retry policy, the signature against the official library's
-validator, the SSRF address rules, and the circuit breaker on fakeredis."""
+"""Callback logic in units: the retry policy, the signature against the official library's
+validator, the SSRF address rules; the circuit breaker and slots on the test Redis (their rules are Lua)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import threading
 import time
 from email.utils import format_datetime
 
-import fakeredis
 import pytest
 from twilio.request_validator import RequestValidator
 
@@ -93,8 +92,8 @@ def test_allowed_networks_open_exactly_those_networks():
     assert not is_forbidden("127.0.0.1", allowed) and is_forbidden("10.0.0.1", allowed)
 
 
-def test_the_circuit_opens_after_consecutive_failures_and_a_success_closes_it():
-    breaker = CircuitBreaker(fakeredis.FakeRedis(), threshold=3, cooldown_s=60, probe_lease_s=30)
+def test_the_circuit_opens_after_consecutive_failures_and_a_success_closes_it(redis_client):
+    breaker = CircuitBreaker(redis_client, threshold=3, cooldown_s=60, probe_lease_s=30)
     assert [breaker.record_failure("h") for _ in range(3)] == [False, False, True]
     assert 59 < breaker.wait_s("h") <= 60 and breaker.wait_s("other") == 0
     breaker.record_success("h")
@@ -102,8 +101,8 @@ def test_the_circuit_opens_after_consecutive_failures_and_a_success_closes_it():
     assert breaker.record_failure("h") is False  # the count started again
 
 
-def test_half_open_lets_exactly_one_attempt_through_and_its_outcome_decides():
-    client = fakeredis.FakeRedis()
+def test_half_open_lets_exactly_one_attempt_through_and_its_outcome_decides(redis_client):
+    client = redis_client  # the circuit's rules are Lua: a real Redis runs them
     breaker = CircuitBreaker(client, threshold=2, cooldown_s=0.05, probe_lease_s=30)
     breaker.record_failure("acct:ip")
     assert breaker.record_failure("acct:ip") is True

@@ -15,6 +15,39 @@ OPEN_KEY = "cfs:circuit:open:{key}"
 PROBE_KEY = "cfs:circuit:probe:{key}"
 
 
+# The circuit's rules, once, in Lua: CircuitBreaker runs them alone, Admission together with the
+# slots (one round trip before an attempt, one after). Keys: open (its TTL is the cooldown left),
+# failures (consecutive), probe (the one half-open attempt's lease).
+_CIRCUIT = """
+-- 0 when an attempt may go now (closed, or the caller took the half-open probe); else ms to wait.
+local function circuit_wait(open, failures, probe, threshold, probe_lease_ms)
+  local open_ms = redis.call('PTTL', open)
+  if open_ms > 0 then return open_ms end
+  if tonumber(redis.call('GET', failures) or '0') < tonumber(threshold) then return 0 end
+  if redis.call('SET', probe, 1, 'NX', 'PX', probe_lease_ms) then return 0 end
+  return math.max(1000, redis.call('PTTL', probe))
+end
+-- Count an outcome ('failure' | 'success' | 'none': says nothing of the receiver); 1 when the
+-- circuit is (again) open after it.
+local function circuit_record(open, failures, probe, outcome, threshold, cooldown_ms, failures_expiry_s)
+  if outcome == 'success' then
+    redis.call('DEL', open, failures, probe)
+  elseif outcome == 'failure' then
+    local count = redis.call('INCR', failures)
+    redis.call('EXPIRE', failures, failures_expiry_s)
+    if count >= tonumber(threshold) then
+      redis.call('SET', open, count, 'PX', cooldown_ms)
+      redis.call('DEL', probe)
+      return 1
+    end
+  end
+  return 0
+end
+"""
+_WAIT = _CIRCUIT + "return circuit_wait(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])"
+_RECORD = _CIRCUIT + "return circuit_record(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+
+
 class CircuitBreaker:
     """After `threshold` consecutive failed attempts, the circuit opens for `cooldown_s`: attempts
     wait instead of taking workers' time. Then it is half-open: exactly one attempt (the probe) goes
@@ -23,34 +56,28 @@ class CircuitBreaker:
     def __init__(self, client: redis.Redis, threshold: int, cooldown_s: float, probe_lease_s: float):
         self.client, self.threshold, self.cooldown_s = client, threshold, cooldown_s
         self.probe_lease_ms = int(probe_lease_s * 1000)
+        self._wait = client.register_script(_WAIT)
+        self._record = client.register_script(_RECORD)
+
+    @staticmethod
+    def keys(key: str) -> list[str]:
+        return [OPEN_KEY.format(key=key), FAILURES_KEY.format(key=key), PROBE_KEY.format(key=key)]
+
+    def record_args(self, outcome: str | None) -> list:
+        """circuit_record's arguments after the keys, for `outcome` (None: says nothing)."""
+        return [outcome or "none", self.threshold, max(1, int(self.cooldown_s * 1000)), int(self.cooldown_s * 10) + 60]
 
     def wait_s(self, key: str) -> float:
         """0 when an attempt may go now (closed, or this caller holds the half-open probe); otherwise
         how long to wait before asking again."""
-        open_ms = self.client.pttl(OPEN_KEY.format(key=key))
-        if open_ms > 0:
-            return open_ms / 1000
-        failures = int(self.client.get(FAILURES_KEY.format(key=key)) or 0)
-        if failures < self.threshold:
-            return 0
-        if self.client.set(PROBE_KEY.format(key=key), 1, nx=True, px=self.probe_lease_ms):
-            return 0  # the one half-open attempt
-        return max(1.0, self.client.pttl(PROBE_KEY.format(key=key)) / 1000)
+        return int(self._wait(keys=self.keys(key), args=[self.threshold, self.probe_lease_ms])) / 1000
 
     def record_failure(self, key: str) -> bool:
         """Count a failure; True when the circuit is (again) open after it."""
-        failures_key = FAILURES_KEY.format(key=key)
-        with self.client.pipeline() as pipe:
-            failures, _ = pipe.incr(failures_key).expire(failures_key, int(self.cooldown_s * 10) + 60).execute()
-        if failures < self.threshold:
-            return False
-        with self.client.pipeline() as pipe:
-            pipe.set(OPEN_KEY.format(key=key), failures, px=max(1, int(self.cooldown_s * 1000)))
-            pipe.delete(PROBE_KEY.format(key=key)).execute()
-        return True
+        return bool(int(self._record(keys=self.keys(key), args=self.record_args("failure"))))
 
     def record_success(self, key: str) -> None:
-        self.client.delete(FAILURES_KEY.format(key=key), OPEN_KEY.format(key=key), PROBE_KEY.format(key=key))
+        self._record(keys=self.keys(key), args=self.record_args("success"))
 
 
 SLOTS_KEY = "cfs:slots:{key}"
@@ -99,41 +126,22 @@ class Slots:
             pipe.execute()
 
 
-# One round trip before an attempt: clear the message's in-flight marker, ask the circuit (as
-# CircuitBreaker.wait_s: open, closed, or the one half-open probe) and take the slots (as
-# Slots.acquire). KEYS: marker, open, failures, probe, then the slot sets; ARGV: slot lease, holder,
-# threshold, probe lease, then the slot limits (ARGV[i] for KEYS[i]). Returns {wait_ms, full}:
-# wait_ms > 0 when the circuit says wait; full > 0 names the slot set (1-based) that was full.
-_ADMIT = _TAKE_SLOTS + """
+# One round trip before an attempt: clear the message's in-flight marker, ask the circuit and take
+# the slots (as Slots.acquire). KEYS: marker, open, failures, probe, then the slot sets; ARGV: slot
+# lease, holder, threshold, probe lease, then the slot limits (ARGV[i] for KEYS[i]). Returns
+# {wait_ms, full}: wait_ms > 0 when the circuit says wait; full > 0 names the slot set (1-based) that was full.
+_ADMIT = _CIRCUIT + _TAKE_SLOTS + """
 redis.call('DEL', KEYS[1])
-local open_ms = redis.call('PTTL', KEYS[2])
-if open_ms > 0 then return {open_ms, 0} end
-if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[3]) then
-  if not redis.call('SET', KEYS[4], 1, 'NX', 'PX', ARGV[4]) then
-    return {math.max(1000, redis.call('PTTL', KEYS[4])), 0}
-  end
-end
+local wait_ms = circuit_wait(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4])
+if wait_ms > 0 then return {wait_ms, 0} end
 return {0, take_slots(5, 0)}
 """
 
-# One round trip after an attempt: give the slots back (KEYS[4..]) and, unless the outcome says
-# nothing about the receiver (ARGV[2] = 'none'), count it as CircuitBreaker.record_failure or
-# record_success would. KEYS: open, failures, probe, slot sets; ARGV: holder, 'failure' | 'success' |
-# 'none', threshold, cooldown ms, failures' expiry s. Returns 1 when the circuit is (again) open.
-_FINISH = """
+# One round trip after an attempt: give the slots back (KEYS[4..]) and record the outcome.
+# KEYS: open, failures, probe, slot sets; ARGV: holder, then circuit_record's arguments.
+_FINISH = _CIRCUIT + """
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
-if ARGV[2] == 'success' then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-elseif ARGV[2] == 'failure' then
-  local failures = redis.call('INCR', KEYS[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-  if failures >= tonumber(ARGV[3]) then
-    redis.call('SET', KEYS[1], failures, 'PX', ARGV[4])
-    redis.call('DEL', KEYS[3])
-    return 1
-  end
-end
-return 0
+return circuit_record(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 """
 
 
@@ -146,14 +154,10 @@ class Admission:
         self._admit = slots.client.register_script(_ADMIT)
         self._finish = slots.client.register_script(_FINISH)
 
-    def _circuit_keys(self, destination: str) -> list[str]:
-        return [OPEN_KEY.format(key=destination), FAILURES_KEY.format(key=destination),
-                PROBE_KEY.format(key=destination)]
-
     def admit(self, marker: str, destination: str, token: str, limits: dict[str, int]) -> tuple[float, str | None]:
         """Delete `marker`; then (seconds to wait, None) when the circuit says wait (as wait_s), else
         (0, None) with a slot under every key taken for `token`, or (0, the key that was full)."""
-        keys = [marker, *self._circuit_keys(destination), *(SLOTS_KEY.format(key=key) for key in limits)]
+        keys = [marker, *self.breaker.keys(destination), *(SLOTS_KEY.format(key=key) for key in limits)]
         wait_ms, full = self._admit(keys=keys, args=[self.slots.lease_ms, token, self.breaker.threshold,
                                                      self.breaker.probe_lease_ms, *limits.values()])
         if int(wait_ms) > 0:
@@ -163,8 +167,5 @@ class Admission:
     def finish(self, destination: str, token: str, slot_keys: list[str], outcome: str | None) -> bool:
         """Release the slots; record `outcome` ('failure', 'success' or None: says nothing of the
         receiver). True when the circuit is (again) open after it."""
-        keys = [*self._circuit_keys(destination), *(SLOTS_KEY.format(key=key) for key in slot_keys)]
-        opened = self._finish(keys=keys, args=[token, outcome or "none", self.breaker.threshold,
-                                               max(1, int(self.breaker.cooldown_s * 1000)),
-                                               int(self.breaker.cooldown_s * 10) + 60])
-        return bool(int(opened))
+        keys = [*self.breaker.keys(destination), *(SLOTS_KEY.format(key=key) for key in slot_keys)]
+        return bool(int(self._finish(keys=keys, args=[token, *self.breaker.record_args(outcome)])))
