@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 import re
 from dataclasses import asdict, dataclass
 
@@ -21,11 +20,9 @@ from shared.callbacks import url as callback_url
 from shared.formats import EARLIEST_DATE, LATEST_DATE, parse_bool
 from shared.models import FeedbackSummary, IdempotencyKey
 from shared.platform import logs, metrics
-from shared.platform.db import after_commit
+from shared.platform.db import after_commit, send_committed
 from shared.summaries.events import record
 from shared.summaries.representation import summary_resource
-
-log = logging.getLogger(__name__)
 
 DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -139,15 +136,6 @@ SELECT """ + ", ".join(RESOURCE_COLUMNS) + " FROM s").columns(
     *(FeedbackSummary.__table__.c[name] for name in RESOURCE_COLUMNS))
 
 
-def _send_committed(services, summary_sid: str) -> None:
-    # As shared/platform/db.py after_commit sends: only once the row is committed, and a failure is
-    # the sweeper's to repair, never the request's.
-    try:
-        services.enqueue_summary(summary_sid)
-    except Exception:
-        log.warning("sending after commit failed; the sweeper will send it", exc_info=True)
-
-
 def create(request: Request, account) -> Response:
     services = request.services
     params = parse_create(request)
@@ -159,7 +147,7 @@ def create(request: Request, account) -> Response:
         services.check_create_rate(request.caller.sid)
         summary = request.connection.execute(CREATE_SUMMARY, dict(
             sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params))).one()
-        _send_committed(services, summary.sid)
+        send_committed(services.enqueue_summary, summary.sid)
     else:
         summary = _create_with_key(request, account, key, params)
         if isinstance(summary, Response):

@@ -1,20 +1,20 @@
-"""compute_summary: claim, aggregate in PostgreSQL, store `completed` in one transaction."""
+"""compute_summary: claim, aggregate in PostgreSQL, store `completed` (with its callback's delivery)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from celery import Task
+from sqlalchemy import Connection, Row
 
 from shared.callbacks import deliveries
-from shared.models import FeedbackSummary
 from shared.platform import logs, metrics
 from shared.platform.config import get_settings
-from shared.platform.db import TRANSIENT_ERRORS, get_sessionmaker
-from shared.platform.queue import COMPUTE_SUMMARY, clear_in_flight
-from shared.summaries.lifecycle import claim, transition
-from shared.summaries.status import SummaryStatus
+from shared.platform.db import TRANSIENT_ERRORS, autocommit, get_engine, send_committed
+from shared.platform.queue import COMPUTE_SUMMARY, clear_in_flight, enqueue_callback
+from shared.summaries.lifecycle import claim, complete, fail
 from worker import rollups
 from worker.celery_app import app
 from worker.retry_policy import MAX_TRANSIENT_RETRIES, transient_delay_s
@@ -39,23 +39,18 @@ def compute_summary(self: Task, summary_sid: str) -> None:
 
 
 def _compute(self: Task, summary_sid: str) -> None:
-    owner, sessions = _owner(self), get_sessionmaker()
+    owner, settings = _owner(self), get_settings()
     started = time.perf_counter()
     try:
-        with sessions() as session:
-            summary = claim(session, summary_sid, owner, get_settings().summary_lease_s)
-            session.commit()
+        with autocommit() as connection:  # each statement its own transaction
+            summary = claim(connection, summary_sid, owner, settings.summary_lease_s)
             clear_in_flight(summary_sid)
             if summary is None:
                 log.info("not claimable: finished, deleted or leased by another worker")
                 return
-            result = rollups.compute(session, summary.account_sid, summary.include_subaccounts,
+            result = rollups.compute(connection, summary.account_sid, summary.include_subaccounts,
                                      summary.start_date, summary.end_date)
-            done = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED,
-                              FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
-                              **result.columns())
-            deliveries.add(session, done, get_settings().callback_max_attempts)
-            session.commit()
+        done = _finish(lambda db: complete(db, summary_sid, owner, result.columns()), bool(summary.status_callback))
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= MAX_TRANSIENT_RETRIES:
             _fail(summary_sid, owner, f"database unavailable after {self.request.retries} retries: {exc}")
@@ -75,12 +70,22 @@ def _compute(self: Task, summary_sid: str) -> None:
     log.info("summary completed", extra={"account_sid": done.account_sid})
 
 
+def _finish(move: Callable[[Connection], Row | None], with_callback: bool) -> Row | None:
+    """Run the summary's final move; with a callback, write its delivery in the same transaction (an
+    outbox: finished without its callback never happens) and send it once that has committed.
+    Without one, the move is a single statement, committed as it runs."""
+    if not with_callback:
+        with autocommit() as connection:
+            return move(connection)
+    with get_engine().begin() as connection:
+        done = move(connection)
+        added = deliveries.add(connection, done, get_settings().callback_max_attempts)
+    if added:
+        send_committed(enqueue_callback, done.sid)
+    return done
+
+
 def _fail(summary_sid: str, owner: str, reason: str) -> None:
-    with get_sessionmaker()() as session:
-        failed = transition(session, summary_sid, SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED,
-                            FeedbackSummary.claimed_by == owner, actor=owner, lease_expires_at=None,
-                            failure_reason=reason[:2000])
-        deliveries.add(session, failed, get_settings().callback_max_attempts)
-        session.commit()
-    if failed is not None:
+    # Whether the summary has a callback is not known here: always the transaction (a rare path).
+    if _finish(lambda db: fail(db, summary_sid, owner, reason[:2000]), with_callback=True) is not None:
         metrics.SUMMARIES_FINISHED.labels("failed").inc()

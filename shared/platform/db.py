@@ -144,14 +144,20 @@ def after_commit(session: Session, send: Callable[..., Any], *args) -> AfterComm
     return pending
 
 
+def send_committed(send: Callable[..., Any], *args) -> Any:
+    """send(*args) for rows a transaction has committed: what it returned, or None if it raised. A
+    failure is the sweeper's to repair (it finds the committed rows), never the caller's."""
+    try:
+        return send(*args)
+    except Exception:
+        log.warning("sending after commit failed; the sweeper will send it", exc_info=True)
+        return None
+
+
 @event.listens_for(Session, "after_commit")
 def _send_committed(session: Session) -> None:
     for pending in session.info.pop(_AFTER_COMMIT, []):
-        try:
-            pending.result = pending.send(*pending.args)
-        except Exception:
-            # The row is committed; the sweeper finds it whatever happened to its message.
-            log.warning("sending after commit failed; the sweeper will send it", exc_info=True)
+        pending.result = send_committed(pending.send, *pending.args)
 
 
 @event.listens_for(Session, "after_transaction_end")
