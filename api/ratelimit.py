@@ -23,7 +23,8 @@ class CreateRateLimit:
         self.items = parse_many(settings.create_rate_limit)
         # A client of the project's own making (TLS, Sentinel), for the same Redis as the queue: limits'
         # redis+sentinel storage would read the windows from replicas and send Redis's password to the
-        # sentinels; the URL given here only tells limits it is Redis.
+        # sentinels (this client sends them REDIS_SENTINEL_PASSWORD); the URL given here only tells
+        # limits it is Redis.
         pool = redis_connect.client(settings, redis_url).connection_pool
         storage = RedisStorage("redis://", connection_pool=pool)
         self.limiter = MovingWindowRateLimiter(storage)

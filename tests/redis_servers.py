@@ -135,34 +135,46 @@ class TlsRedis(Servers):
 
 class SentinelRedis(Servers):
     """A master, its replica and three sentinels (quorum 2) that fail over within a few seconds of the
-    master's death. Asynchronous replication: a failover may lose the master's last writes."""
+    master's death. Asynchronous replication: a failover may lose the master's last writes.
+
+    With `redis_password`, Redis asks for it (the replica and the sentinels give it to the master);
+    with `sentinel_password`, the sentinels ask for theirs (requirepass; they use it with each other
+    too). Two different passwords, as a deployment that keeps them apart has."""
 
     SENTINELS = 3
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, redis_password: str | None = None, sentinel_password: str | None = None):
         super().__init__(work)
+        self.redis_password, self.sentinel_password = redis_password, sentinel_password
         self.ports = {"redis-a": free_port(), "redis-b": free_port()}
         self.sentinel_ports = [free_port() for _ in range(self.SENTINELS)]
         master = self.ports["redis-a"]
+        # masterauth on both: after a failover the old master is the new one's replica.
+        auth = ["--requirepass", redis_password, "--masterauth", redis_password] if redis_password else []
         for name, port in self.ports.items():
             data = work / name
             data.mkdir()
             replica = [] if port == master else ["--replicaof", "127.0.0.1", str(master)]
-            self.start(name, _redis(["--port", str(port)], data, *replica), port)
+            self.start(name, _redis(["--port", str(port)], data, *replica, *auth), port)
         for index, port in enumerate(self.sentinel_ports):
             config = work / f"sentinel-{index}.conf"  # each its own: a sentinel rewrites its configuration
             config.write_text(f"port {port}\nbind 127.0.0.1\ndir {work}\n"
                               f"sentinel monitor {MASTER} 127.0.0.1 {master} 2\n"
                               f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                              f"sentinel failover-timeout {MASTER} 3000\n")
+                              f"sentinel failover-timeout {MASTER} 3000\n"
+                              + (f"sentinel auth-pass {MASTER} {redis_password}\n" if redis_password else "")
+                              + (f"requirepass {sentinel_password}\n" if sentinel_password else ""))
             self.start(f"sentinel-{index}", [REDIS_SENTINEL, str(config)], port)
         wait_for(self.ready, 20, 0.2, "the sentinels to know the replica and each other")
 
-    def url(self, db: int = 0) -> str:
-        return "sentinel://" + ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports) + f"/{db}"
+    def url(self, db: int = 0, sentinels: int = SENTINELS) -> str:
+        """A sentinel:// REDIS_URL naming the first `sentinels` of them."""
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports[:sentinels])
+        return f"sentinel://{auth}{hosts}/{db}"
 
     def _sentinel(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+        return redis.Redis(port=port, password=self.sentinel_password, socket_timeout=1, decode_responses=True)
 
     def ready(self) -> bool:
         for port in self.sentinel_ports:

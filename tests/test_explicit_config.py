@@ -94,6 +94,12 @@ def test_a_bad_setting_stops_a_command_with_one_line(tmp_path):
     _one_line_naming(summaries_cli("jobs", env=_env(tmp_path, SUMMARY_LEASE_S="five")), "SUMMARY_LEASE_S")
     _one_line_naming(summaries_cli("jobs", env=_env(tmp_path, REDIS_URL_FILE=str(tmp_path / "nowhere"))),
                      "REDIS_URL_FILE")
+    _one_line_naming(summaries_cli("jobs", env=_env(tmp_path, REDIS_SENTINEL_PASSWORD_FILE=str(tmp_path / "nowhere"))),
+                     "REDIS_SENTINEL_PASSWORD_FILE")
+    # The sentinels' password beside a Redis URL (the test run's): refused, and never echoed.
+    result = summaries_cli("jobs", env=_env(tmp_path, REDIS_SENTINEL_PASSWORD="s3ntinel-pw"))
+    _one_line_naming(result, "REDIS_SENTINEL_PASSWORD")
+    assert "s3ntinel-pw" not in result.stderr + result.stdout
 
 
 @pytest.mark.slow

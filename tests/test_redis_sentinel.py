@@ -1,7 +1,9 @@
 """Redis through Sentinel: a sentinel:// REDIS_URL for the broker, the project's own client (markers,
 the callback breaker and slots, whose Lua script must survive a new master) and the rate limit; and,
 with real processes, a master killed under traffic: every accepted summary still completes, from the
-sweeper's re-sends where the failover lost messages, and no worker exits."""
+sweeper's re-sends where the failover lost messages, and no worker exits. Sentinels that ask for a
+password of their own (requirepass) get REDIS_SENTINEL_PASSWORD, and only they do; without it every
+client fails saying so."""
 
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import redis
 from sqlalchemy import text
 
 from api.errors import TooManyRequests
 from api.ratelimit import CreateRateLimit
 from shared.platform import queue, redis_connect
-from shared.platform.config import Settings
+from shared.platform.config import SettingError, Settings
 from tests.conftest import _reset_caches
 from tests.processes import celery_beat, celery_worker, gunicorn, wait_for
 from tests.redis_servers import MASTER, SentinelRedis
@@ -43,9 +46,45 @@ def test_the_sentinel_url_and_what_kombu_is_given():
     assert app.conf.broker_transport_options["master_name"] == "m"
 
 
-@pytest.fixture
-def sentinel_env(service_urls, monkeypatch, tmp_path):
-    cluster = SentinelRedis(tmp_path)
+def test_the_sentinels_password_goes_to_the_sentinels_alone(tmp_path):
+    secret = tmp_path / "sentinel-password"
+    secret.write_text("s3ntinel\n")
+    settings = Settings.from_env({"REDIS_URL": "sentinel://:redis-pw@h1/0", "REDIS_SENTINEL_MASTER": "m",
+                                  "REDIS_SENTINEL_PASSWORD_FILE": str(secret)})
+    assert settings.redis_sentinel_password == "s3ntinel" and "s3ntinel" not in repr(settings)
+    target = redis_connect.parse_url(settings.redis_url)
+    assert redis_connect.sentinel_options(settings, target)["password"] == "s3ntinel"
+    assert redis_connect.connection_options(settings, target)["password"] == "redis-pw"  # Redis's, from the URL
+    url, _, options = redis_connect.kombu_broker(settings, settings.redis_url)
+    assert options["sentinel_kwargs"]["password"] == "s3ntinel" and "s3ntinel" not in url
+    assert "password" not in redis_connect.sentinel_options(Settings.from_env({}), target)
+    (tmp_path / "empty").write_text("\n")
+    for env, message in [({"REDIS_SENTINEL_PASSWORD": "s3ntinel", "REDIS_SENTINEL_PASSWORD_FILE": str(secret)},
+                          "REDIS_SENTINEL_PASSWORD and REDIS_SENTINEL_PASSWORD_FILE are both set"),
+                         ({"REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "absent")}, "cannot read"),
+                         ({"REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "empty")}, "is empty"),
+                         # Beside Redis itself it would go unused: most likely meant as Redis's password.
+                         ({"REDIS_URL": "redis://h/0", "REDIS_SENTINEL_PASSWORD": "s3ntinel"}, "names Redis itself")]:
+        with pytest.raises(SettingError, match=message) as raised:
+            Settings.from_env(env)
+        assert "REDIS_SENTINEL_PASSWORD" in str(raised.value) and "s3ntinel" not in str(raised.value)
+
+
+REDIS_PASSWORD, SENTINEL_PASSWORD = "redis-pw-7", "sentinel-pw-3"
+
+
+@pytest.fixture(params=["open"])
+def sentinel_env(request, service_urls, monkeypatch, tmp_path):
+    """A master, replica and sentinels, and the variables that reach them set. Parametrized
+    "passwords": Redis asks for its password (given in REDIS_URL) and the sentinels for another (given
+    in REDIS_SENTINEL_PASSWORD_FILE, as a mounted secret)."""
+    if request.param == "passwords":
+        cluster = SentinelRedis(tmp_path, redis_password=REDIS_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
+        secret = tmp_path / "sentinel-password"
+        secret.write_text(f"{SENTINEL_PASSWORD}\n")
+        monkeypatch.setenv("REDIS_SENTINEL_PASSWORD_FILE", str(secret))
+    else:
+        cluster = SentinelRedis(tmp_path)
     monkeypatch.setenv("REDIS_URL", cluster.url())
     monkeypatch.setenv("REDIS_SENTINEL_MASTER", MASTER)
     _reset_caches()
@@ -62,6 +101,7 @@ def sent(sid: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sentinel_env", ["open", "passwords"], indirect=True)
 def test_every_client_reaches_the_master_and_follows_it_through_a_failover(sentinel_env):
     cluster = sentinel_env
     settings = Settings.from_env({**os.environ, "CREATE_RATE_LIMIT": "3/minute"})
@@ -90,6 +130,31 @@ def test_every_client_reaches_the_master_and_follows_it_through_a_failover(senti
     all_work(2)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sentinel_env", ["passwords"], indirect=True)
+def test_without_the_sentinels_password_every_client_fails_saying_so(sentinel_env, monkeypatch):
+    refused = "No master found for 'cfs-test' : .* auth:AuthenticationError"  # per sentinel asked
+    # One sentinel named: redis-py retries a refused AUTH with backoff, about 4 s for each sentinel.
+    monkeypatch.setenv("REDIS_URL", sentinel_env.url(sentinels=1))
+    monkeypatch.delenv("REDIS_SENTINEL_PASSWORD_FILE")
+    _reset_caches()
+    with pytest.raises(redis.sentinel.MasterNotFoundError, match=refused):
+        queue.get_redis().ping()
+    with pytest.raises(Exception, match=refused):  # the broker: what a worker logs as it retries
+        with queue.get_celery().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    assert not queue.enqueue_summary("SMnoauth")
+    limit = CreateRateLimit(os.environ["REDIS_URL"], Settings.from_env(os.environ))
+    with pytest.raises(redis.sentinel.MasterNotFoundError, match=refused):  # check() fails open on this
+        limit.limiter.hit(limit.items[0], "create", "ACnoauth")
+    # A wrong one (Redis's own, say) is refused alike, and not echoed.
+    monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", REDIS_PASSWORD)
+    _reset_caches()
+    with pytest.raises(redis.sentinel.MasterNotFoundError, match=refused) as raised:
+        queue.get_redis().ping()
+    assert REDIS_PASSWORD not in str(raised.value)
+
+
 def _answers(client) -> bool:
     try:
         return client.set("cfs:test:probe", 1)
@@ -111,9 +176,13 @@ def _post(base_url: str, account, form: dict) -> tuple[int, str | None]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sentinel_env", ["passwords"], indirect=True)
 def test_a_master_killed_under_traffic_loses_no_accepted_summary_and_no_worker(engine, sentinel_env, tmp_path):
+    # Every process (gunicorn's gevent workers, Celery's prefork worker and beat) authenticates to
+    # Redis and, with REDIS_SENTINEL_PASSWORD_FILE from this environment, to the sentinels.
     cluster = sentinel_env
-    env = {"REDIS_URL": cluster.url(), "REDIS_SENTINEL_MASTER": MASTER, "ENQUEUE_TIMEOUT_S": "1"}
+    env = {"REDIS_URL": cluster.url(), "REDIS_SENTINEL_MASTER": MASTER, "ENQUEUE_TIMEOUT_S": "1",
+           "REDIS_SENTINEL_PASSWORD_FILE": os.environ["REDIS_SENTINEL_PASSWORD_FILE"]}
     account = make_account(engine)
     make_calls(engine, account, [dt.datetime(2024, 1, d, tzinfo=dt.timezone.utc) for d in range(1, 6)])
     web, base_url = gunicorn(tmp_path, env=env)

@@ -31,7 +31,7 @@ def use_env(service_urls, monkeypatch):
 
     def use(**variables: str) -> None:
         for name in ("REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE", "REDIS_TLS_VERIFY",
-                     "REDIS_SENTINEL_MASTER"):
+                     "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_SENTINEL_PASSWORD_FILE"):
             monkeypatch.delenv(name, raising=False)
         for name, value in variables.items():
             monkeypatch.setenv(name, value)

@@ -15,7 +15,7 @@ import ipaddress
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import parse_qsl, urlsplit
@@ -194,6 +194,18 @@ def _sentinel_master(env: Mapping[str, str], name: str, url: str | None) -> str 
     return master
 
 
+def _sentinel_password(env: Mapping[str, str], name: str, url: str | None) -> str | None:
+    """The sentinels' own password (their `requirepass`), or NAME_FILE's contents. Only for a sentinel
+    REDIS_URL: beside a URL of Redis itself it would go unused, and was most likely meant for Redis."""
+    from shared.platform.redis_connect import parse_url
+
+    password = _secret(env, name)
+    if password is not None and url is not None and not parse_url(url).sentinels:
+        raise SettingError(f"{name} is the sentinels' password, but REDIS_URL names Redis itself; Redis's own "
+                           "password goes in REDIS_URL")
+    return password
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None  # unset: the embedded PostgreSQL in data_dir, where embedded servers are allowed
@@ -240,6 +252,8 @@ class Settings:
     redis_tls_key_file: str | None
     redis_tls_verify: bool  # false: TLS without checking Redis's certificate (logged as a warning)
     redis_sentinel_master: str | None  # the master's name at the sentinels, for a sentinel:// REDIS_URL
+    # The sentinels' own password (requirepass), distinct from Redis's in the URL; unset: none asked.
+    redis_sentinel_password: str | None = field(repr=False)
     # The database pool and PgBouncer (docs/pgbouncer.md). Off: psycopg never prepares a statement
     # (prepare_threshold=None), as a transaction-mode PgBouncer without max_prepared_statements needs.
     database_prepared_statements: bool
@@ -295,6 +309,7 @@ class Settings:
             redis_tls_key_file=_key_file(env, "REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"),
             redis_tls_verify=_flag(env, "REDIS_TLS_VERIFY", default=True),
             redis_sentinel_master=_sentinel_master(env, "REDIS_SENTINEL_MASTER", redis_url),
+            redis_sentinel_password=_sentinel_password(env, "REDIS_SENTINEL_PASSWORD", redis_url),
             database_prepared_statements=_flag(env, "DATABASE_PREPARED_STATEMENTS", default=True),
             # SQLAlchemy reads pool_size 0 and max_overflow -1 as "no limit": never what a typo meant.
             database_pool_size=_int(env, "DATABASE_POOL_SIZE", 5, 1),

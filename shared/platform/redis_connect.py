@@ -6,7 +6,8 @@ connect differently from the others. docs/redis.md is the user's side of it.
 REDIS_URL forms:
   redis://[[user]:password@]host[:6379][/db]        rediss:// for TLS
   sentinel://[[user]:password@]host[:26379],host[:26379]...[/db] with REDIS_SENTINEL_MASTER,
-                                                     sentinels:// for TLS to the sentinels and to Redis
+                                                     sentinels:// for TLS to the sentinels and to Redis;
+                                                     REDIS_SENTINEL_PASSWORD for sentinels with requirepass
 TLS verifies Redis's certificate and host name, against REDIS_TLS_CA_FILE or the system's trust
 store, unless REDIS_TLS_VERIFY=false.
 """
@@ -86,9 +87,8 @@ def tls_options(settings: Settings) -> dict:
     return {**options, "ssl_cert_reqs": "none", "ssl_check_hostname": False}
 
 
-def sentinel_options(settings: Settings, target: Target) -> dict:
-    """Keywords for the connections to the sentinels: the timeouts, and TLS as for Redis. The URL's
-    password is Redis's; the sentinels are asked without one."""
+def _socket_options(settings: Settings, target: Target) -> dict:
+    """What the sentinels and Redis share: the timeouts, and TLS."""
     timeout_s = settings.enqueue_timeout_s
     options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     if target.tls:
@@ -96,10 +96,20 @@ def sentinel_options(settings: Settings, target: Target) -> dict:
     return options
 
 
+def sentinel_options(settings: Settings, target: Target) -> dict:
+    """Keywords for the connections to the sentinels (redis-py's and kombu's `sentinel_kwargs`). The
+    URL's password is Redis's; the sentinels get REDIS_SENTINEL_PASSWORD, or none when it is unset."""
+    options = _socket_options(settings, target)
+    if settings.redis_sentinel_password is not None:
+        options["password"] = settings.redis_sentinel_password
+    return options
+
+
 def connection_options(settings: Settings, target: Target) -> dict:
-    """Keywords for each connection to Redis itself: the sentinels' and, behind sentinels (whose
-    URL is not handed to redis-py), the database and credentials of the URL."""
-    options = sentinel_options(settings, target)
+    """Keywords for each connection to Redis itself: the timeouts and TLS and, behind sentinels
+    (whose URL is not handed to redis-py), the database and credentials of the URL. Not built on
+    sentinel_options: the sentinels' password is theirs, and must not reach Redis."""
+    options = _socket_options(settings, target)
     if target.sentinels:
         options.update(db=target.db, username=target.username, password=target.password)
     return options
