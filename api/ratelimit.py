@@ -14,6 +14,7 @@ from limits.strategies import MovingWindowRateLimiter
 from api.errors import TooManyRequests
 from shared.platform import redis_connect
 from shared.platform.config import Settings
+from shared.platform.redis_outage import LATCH, RedisDown
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,19 @@ class CreateRateLimit:
         """Count one create; raise TooManyRequests when a window is full. Redis being down does not
         stop creates (they are accepted while Redis is down), so the limit fails open then."""
         try:
-            for item in self.items:
-                if not self.limiter.hit(item, "create", account_sid):
-                    reset_at = self.limiter.get_window_stats(item, "create", account_sid).reset_time
-                    raise TooManyRequests(max(1, math.ceil(reset_at - time.time())))
-        except TooManyRequests:
-            raise
+            full = LATCH.call(self._full_window, account_sid)
+        except RedisDown:
+            return
         except Exception:
             log.warning("rate limit unavailable; letting the create through", exc_info=True)
+            return
+        if full is not None:
+            raise TooManyRequests(full)
+
+    def _full_window(self, account_sid: str) -> int | None:
+        """Count one create in every window; the seconds until the first full one frees, or None."""
+        for item in self.items:
+            if not self.limiter.hit(item, "create", account_sid):
+                reset_at = self.limiter.get_window_stats(item, "create", account_sid).reset_time
+                return max(1, math.ceil(reset_at - time.time()))
+        return None

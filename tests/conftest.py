@@ -62,6 +62,16 @@ def service_urls():
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_redis_outage():
+    """A test that pointed this process at a Redis that is not there leaves no outage to the next."""
+    from shared.platform.redis_outage import LATCH
+
+    LATCH.reset()
+    yield
+    LATCH.reset()
+
+
 @pytest.fixture
 def engine(service_urls):
     engine = db.get_engine()

@@ -15,6 +15,7 @@ from celery import Celery
 
 from shared.platform import embedded, redis_connect, redis_transport
 from shared.platform.config import Settings, get_settings, require_servers
+from shared.platform.redis_outage import LATCH, RedisDown
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,16 @@ def get_redis() -> redis.Redis:
 
 def _send(task: str, queue: str, marker: str, summary_sid: str, delay_s: float = 0) -> bool:
     """Send the task's message, then set its in-flight marker; False when Redis cannot take it."""
-    try:
+    def send() -> None:
         get_celery().send_task(task, args=[summary_sid], queue=queue, countdown=delay_s or None, retry=False,
                                headers={SENT_AT_HEADER: time.time()})
         get_redis().set(marker.format(sid=summary_sid), 1, ex=int(delay_s) + marker_ttl_s(get_settings()))
+
+    try:
+        LATCH.call(send)
+    except RedisDown:
+        log.info("%s not sent (Redis down); the sweeper will send it", task, extra={"summary_sid": summary_sid})
+        return False
     except Exception:
         log.warning("%s not sent; the sweeper will send it", task, exc_info=True, extra={"summary_sid": summary_sid})
         return False
@@ -125,7 +132,9 @@ def _send(task: str, queue: str, marker: str, summary_sid: str, delay_s: float =
 
 def _clear(marker: str, summary_sid: str) -> None:
     try:
-        get_redis().delete(marker.format(sid=summary_sid))
+        LATCH.call(get_redis().delete, marker.format(sid=summary_sid))
+    except RedisDown:
+        pass  # it expires with its TTL
     except redis.RedisError:
         log.warning("could not clear an in-flight marker", extra={"summary_sid": summary_sid})
 
