@@ -6,8 +6,8 @@ retries a refused connection for about as long, so while Redis was down every cr
 (the limit, then the message: 4 s by default), holding its database connection, until the pool ran
 dry and the API that is meant to keep accepting summaries answered 503. After such a call fails
 for want of Redis, the process skips them for PAUSE_S; then one call at a time tries again, and the
-first that succeeds ends the outage. Calls whose failure matters (the sweeper's, a worker's own
-admission) do not go through here.
+first that succeeds ends the outage. Calls that cannot do their job without Redis (the sweeper's
+look for in-flight markers, a callbacks worker's admission) are not guarded: they fail as before.
 
 Not pybreaker: its breaker holds one lock across the guarded call, so every Redis call of a process
 would wait for the one before it (danielfm/pybreaker#55); circuitbreaker has no lock at all
