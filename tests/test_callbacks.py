@@ -320,3 +320,41 @@ def test_redeliver_refuses_an_empty_or_mixed_selection(engine):
     assert mixed.returncode == 2 and "not both" in mixed.stderr
     unknown = summaries_cli("callbacks", "redeliver", "FS" + "0" * 32)
     assert unknown.returncode == 0 and "no finished delivery" in unknown.stdout
+
+
+def test_a_retried_failure_that_completes_calls_back_completed(engine, client, account, receiver, monkeypatch):
+    """A summary has one delivery row: when an operator's retry of its failure completes, the
+    completed event replaces the failed one (it was left unsent behind it before), and an attempt of
+    the failed event still in flight then records nothing on the new one."""
+    from cli.operations import retry
+    from shared.callbacks import deliveries
+    from shared.callbacks.state import DeliveryState
+    from shared.platform.db import autocommit
+    from worker import rollups
+    from worker.callbacks import send
+    from worker.summaries import compute_summary
+
+    sid = create(client, account, receiver.script("/retried"))
+    computed = rollups.compute
+    monkeypatch.setattr(rollups, "compute", lambda *args, **kwargs: 1 / 0)
+    compute_summary.apply(args=[sid])
+    assert delivery(engine, sid)["params"]["Status"] == "failed"
+    with autocommit() as connection:
+        in_flight = deliveries.claim(connection, sid, 60)  # the failed event, being sent
+    assert retry([sid])[sid].startswith("queued")
+    monkeypatch.setattr(rollups, "compute", computed)
+    compute_summary.apply(args=[sid])
+    replaced = delivery(engine, sid)
+    assert (replaced["params"]["Status"], replaced["params"]["CallCount"], replaced["state"]) == ("completed", "3",
+                                                                                                  "pending")
+    assert replaced["leased_until"] is None and replaced["idempotency_token"] != in_flight.idempotency_token
+    with autocommit() as connection:
+        late = deliveries.Attempt("delivered", 200, None, 5, "ok")
+        assert not deliveries.settle(connection, in_flight, DeliveryState.DELIVERED, late, None, None)
+        claimed = deliveries.claim(connection, sid, 60)
+        assert claimed.params["Status"] == "completed" and claimed.attempt_limit > claimed.attempts
+        sent = send(claimed, account.auth_token, Settings.from_env({"CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}))
+        assert sent.status_code == 200
+        assert deliveries.settle(connection, claimed, DeliveryState.DELIVERED, late, None, None)
+    arrived = receiver.requests_to("/retried")[-1]
+    assert arrived.form["Status"] == "completed" and delivery(engine, sid)["state"] == "delivered"

@@ -142,9 +142,9 @@ def _settle(delivery: Claimed, result: AttemptResult, settings: Settings) -> Non
              extra={"status_code": result.status_code, "latency_ms": result.latency_ms})
 
 
-def _postpone(summary_sid: str, delay_s: float) -> None:
+def _postpone(delivery: Claimed, delay_s: float) -> None:
     with autocommit() as connection:
-        deliveries.postpone(connection, summary_sid, delay_s)
+        deliveries.postpone(connection, delivery, delay_s)
 
 
 @app.task(name=DELIVER_CALLBACK, bind=True, acks_late=True, ignore_result=True)
@@ -210,12 +210,12 @@ def _deliver(summary_sid: str) -> None:
     wait_s, full = admission.admit(CALLBACK_IN_FLIGHT_KEY.format(sid=summary_sid), destination, token, limits)
     if wait_s > 0:
         log.info("circuit open for %s; waiting %.1fs", address, wait_s)
-        _postpone(summary_sid, wait_s)
+        _postpone(delivery, wait_s)
         return
     if full is not None:
         # Every slot of the destination or of the account is taken; the circuit's probe, if this was
         # it, expires with its lease.
-        _postpone(summary_sid, random.uniform(*BUSY_RETRY_S))
+        _postpone(delivery, random.uniform(*BUSY_RETRY_S))
         return
     outcome = None  # a result refused before sending says nothing about the receiver
     try:

@@ -32,11 +32,19 @@ class IllegalTransition(ValueError):
 
 _ADDED_COLUMNS = ("summary_sid", "account_sid", "url", "host", "method", "params", "idempotency_token",
                   "attempt_limit", "state")
+# A summary has one delivery row, for its latest event. A conflict is a summary that finished again
+# after an operator's retry of its failure: the new event replaces the old one (new parameters and
+# token, pending again with a fresh budget; the attempt numbers go on, so the history keeps both).
 # Text, built once: a statement built per summary cost more CPU than running it, and PostgreSQL's
 # insert with ON CONFLICT has no cache key (compiled on every use).
-_ADD = text(f"INSERT INTO callback_deliveries ({', '.join(_ADDED_COLUMNS)}) "
-            f"VALUES ({', '.join(':' + column for column in _ADDED_COLUMNS)}) ON CONFLICT (summary_sid) DO NOTHING"
-            ).bindparams(bindparam("params", type_=CallbackDelivery.__table__.c.params.type))
+_ADD = text(f"""
+INSERT INTO callback_deliveries AS d ({', '.join(_ADDED_COLUMNS)})
+VALUES ({', '.join(':' + column for column in _ADDED_COLUMNS)})
+ON CONFLICT (summary_sid) DO UPDATE SET url = excluded.url, host = excluded.host, method = excluded.method,
+    params = excluded.params, idempotency_token = excluded.idempotency_token, state = excluded.state,
+    attempt_limit = d.attempts + excluded.attempt_limit, next_attempt_at = now(), leased_until = NULL,
+    last_error = NULL, delivered_at = NULL, date_created = now(), date_updated = now()""").bindparams(
+    bindparam("params", type_=CallbackDelivery.__table__.c.params.type))
 
 
 def _check(current: DeliveryState, target: DeliveryState) -> None:
@@ -46,9 +54,10 @@ def _check(current: DeliveryState, target: DeliveryState) -> None:
 
 def add(db, summary, max_attempts: int) -> bool:
     """Write the callback's outbox row for a summary that just finished, in the transaction that
-    finished it (`db`, a Connection or a Session): finished without its callback never happens. The
-    caller sends it (queue.enqueue_callback) once that transaction commits. False when the summary
-    has no StatusCallback."""
+    finished it (`db`, a Connection or a Session): finished without its callback never happens. It
+    replaces an earlier event's (a failure an operator retried). The caller sends it
+    (queue.enqueue_callback) once that transaction commits. False when the summary has no
+    StatusCallback."""
     if summary is None or not summary.status_callback:
         return False
     db.execute(_ADD, dict(
@@ -125,7 +134,7 @@ WITH settled AS (
     SET attempts = :number, state = CAST(:state AS varchar), leased_until = NULL, last_error = :error,
         date_updated = now(), next_attempt_at = now() + make_interval(secs => CAST(:delay_s AS float8)),
         delivered_at = CASE WHEN CAST(:state AS varchar) = 'delivered' THEN now() END
-    WHERE summary_sid = :sid AND state = 'pending'
+    WHERE summary_sid = :sid AND state = 'pending' AND idempotency_token = :token
     RETURNING summary_sid
 )
 INSERT INTO callback_attempts (summary_sid, number, attempted_at, outcome, status_code, error, latency_ms,
@@ -138,13 +147,14 @@ RETURNING id
 def settle(connection: Connection, delivery: Claimed, target: DeliveryState, attempt: Attempt, error: str | None,
            delay_s: float | None) -> bool:
     """Record the attempt and the delivery's new state in one statement (or neither, when the summary,
-    and so its delivery, was deleted during the attempt), committed as it returns; a retry's message
-    goes out then. False when nothing was recorded."""
+    and so its delivery, was deleted during the attempt, or a newer event replaced the one attempted),
+    committed as it returns; a retry's message goes out then. False when nothing was recorded."""
     _check(PENDING, target)
     _require_autocommit(connection)
     number = delivery.attempts + 1
     recorded = connection.execute(_SETTLE, {
-        "sid": delivery.summary_sid, "number": number, "state": target.value, "error": error,
+        "sid": delivery.summary_sid, "token": delivery.idempotency_token, "number": number, "state": target.value,
+        "error": error,
         "delay_s": delay_s or 0, "outcome": attempt.outcome, "status_code": attempt.status_code,
         "attempt_error": attempt.error, "latency_ms": attempt.latency_ms, "excerpt": attempt.excerpt,
     }).first()
@@ -156,16 +166,17 @@ def settle(connection: Connection, delivery: Claimed, target: DeliveryState, att
 _POSTPONE = text("""
 UPDATE callback_deliveries SET leased_until = NULL,
     next_attempt_at = now() + make_interval(secs => CAST(:delay_s AS float8))
-WHERE summary_sid = :sid AND state = 'pending'
+WHERE summary_sid = :sid AND state = 'pending' AND idempotency_token = :token
 """)
 
 
-def postpone(connection: Connection, summary_sid: str, delay_s: float) -> None:
+def postpone(connection: Connection, delivery: Claimed, delay_s: float) -> None:
     """Give the lease back and try again after delay_s (an open circuit, a busy host)."""
     _check(PENDING, PENDING)
     _require_autocommit(connection)
-    connection.execute(_POSTPONE, {"sid": summary_sid, "delay_s": delay_s})
-    enqueue_callback(summary_sid, delay_s)
+    connection.execute(_POSTPONE, {"sid": delivery.summary_sid, "token": delivery.idempotency_token,
+                                   "delay_s": delay_s})
+    enqueue_callback(delivery.summary_sid, delay_s)
 
 
 def due(session: Session, grace_s: float, limit: int) -> list[str]:
