@@ -152,6 +152,20 @@ def test_a_permanent_error_fails_the_summary_and_keeps_the_reason(engine, accoun
     assert failed["lease_expires_at"] is None
 
 
+def test_a_failure_whose_reason_postgresql_cannot_hold_still_fails_the_summary(engine, account, monkeypatch,
+                                                                               compute_summary):
+    sid = insert_summary(engine, account)
+
+    def broken(*args, **kwargs):
+        raise ValueError("bad byte \x00 and an escape \x1b]52;c;x\x07")
+
+    monkeypatch.setattr(rollups, "compute", broken)
+    compute_summary.apply(args=[sid])
+    failed = row(engine, sid)
+    assert failed["status"] == "failed"
+    assert failed["failure_reason"] == "ValueError: bad byte \\x00 and an escape \\x1b]52;c;x\\x07"
+
+
 def test_a_transient_database_error_is_retried_and_then_completes(engine, account, monkeypatch, compute_summary):
     sid = insert_summary(engine, account)
     real_compute, calls = rollups.compute, []

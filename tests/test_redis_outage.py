@@ -29,10 +29,16 @@ def _refused():
 
 def test_after_a_failure_calls_are_skipped_for_the_pause_then_one_probe_ends_the_outage():
     clock = Clock()
-    latch = OutageLatch(5, clock)
+    latch = OutageLatch(5, 2, clock)
     assert latch.call(lambda: "ok") == "ok" and not latch.down
     with pytest.raises(redis.exceptions.ConnectionError):
         latch.call(_refused)
+    assert not latch.down  # one failure is a blip, not an outage
+    assert latch.call(lambda: "ok") == "ok"
+    for _ in range(2):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            latch.call(_refused)
+    assert latch.down
     calls = []
     with pytest.raises(RedisDown):
         latch.call(calls.append, "skipped")
@@ -58,10 +64,30 @@ def test_after_a_failure_calls_are_skipped_for_the_pause_then_one_probe_ends_the
 
 
 def test_an_error_that_is_not_an_outage_opens_nothing():
-    latch = OutageLatch(5, Clock())
+    latch = OutageLatch(5, 1, Clock())
     with pytest.raises(redis.exceptions.ResponseError):
         latch.call(lambda: (_ for _ in ()).throw(redis.exceptions.ResponseError("NOSCRIPT")))
     assert not latch.down and latch.call(lambda: 1) == 1
+
+
+class Killed(BaseException):
+    """As a greenlet killed, or a caller's own timeout, in the middle of a call."""
+
+
+def test_a_probe_cut_short_neither_ends_the_outage_nor_stops_the_next_probe():
+    clock = Clock()
+    latch = OutageLatch(5, 1, clock)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        latch.call(_refused)
+    clock.now += 6
+
+    def killed():
+        raise Killed()
+
+    with pytest.raises(Killed):
+        latch.call(killed)
+    assert latch.down  # nothing was heard from Redis
+    assert latch.call(lambda: "answered") == "answered" and not latch.down
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from shared.platform import logs, metrics
 from shared.platform.config import get_settings
 from shared.platform.db import TRANSIENT_ERRORS, autocommit, get_engine, send_committed
 from shared.platform.queue import COMPUTE_SUMMARY, clear_in_flight, enqueue_callback
+from shared.safe_text import safe
 from shared.summaries.lifecycle import claim, complete, fail
 from worker import rollups
 from worker.celery_app import app
@@ -86,6 +87,8 @@ def _finish(move: Callable[[Connection], Row | None], with_callback: bool) -> Ro
 
 
 def _fail(summary_sid: str, owner: str, reason: str) -> None:
-    # Whether the summary has a callback is not known here: always the transaction (a rare path).
-    if _finish(lambda db: fail(db, summary_sid, owner, reason[:2000]), with_callback=True) is not None:
+    # Whether the summary has a callback is not known here: always the transaction (a rare path). The
+    # reason is an exception's text: a NUL in it would fail the write, and the summary with it, for ever.
+    reason = safe(reason)[:2000]
+    if _finish(lambda db: fail(db, summary_sid, owner, reason), with_callback=True) is not None:
         metrics.SUMMARIES_FINISHED.labels("failed").inc()
