@@ -108,8 +108,13 @@ def pgbouncer(service_urls):
     bouncer.stop()
 
 
+# As docs/pgbouncer.md says to configure a process behind PgBouncer: it sends no `options` (the
+# timeouts are the role's); prepared statements as each test says.
+BEHIND_PGBOUNCER = {"DATABASE_STATEMENT_TIMEOUT_MS": "0", "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS": "0"}
+
+
 def settings(prepared: str) -> Settings:
-    return Settings.from_env({**os.environ, "DATABASE_PREPARED_STATEMENTS": prepared})
+    return Settings.from_env({**os.environ, **BEHIND_PGBOUNCER, "DATABASE_PREPARED_STATEMENTS": prepared})
 
 
 @pytest.mark.parametrize("variable, value, message", [
@@ -181,6 +186,8 @@ def through_pgbouncer(request, engine, redis_client, pgbouncer, monkeypatch):
     and checks."""
     monkeypatch.setenv("DATABASE_URL", pgbouncer.url)
     monkeypatch.setenv("DATABASE_PREPARED_STATEMENTS", request.param)
+    for name, value in BEHIND_PGBOUNCER.items():
+        monkeypatch.setenv(name, value)
     for cached in (get_settings, db.get_engine, db.get_sessionmaker):
         cached.cache_clear()
     yield request.param
@@ -293,7 +300,7 @@ def test_gunicorn_workers_and_beat_through_pgbouncer_compute_and_call_back(pgbou
 
     account = make_account(engine)
     make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)] * 3)
-    env = {"DATABASE_URL": pgbouncer.url, "DATABASE_PREPARED_STATEMENTS": "off",
+    env = {"DATABASE_URL": pgbouncer.url, "DATABASE_PREPARED_STATEMENTS": "off", **BEHIND_PGBOUNCER,
            "CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}
     receiver = Receiver()
     started = []
