@@ -100,12 +100,18 @@ query_wait_timeout = 15
 
 
 @pytest.fixture(scope="module")
-def pgbouncer(service_urls):
+def upstream(service_urls) -> str:
+    """The test database, for a PgBouncer to stand in front of."""
     if (conninfo_to_dict(service_urls["database"]).get("host") or "/").startswith("/"):
         # PgBouncer runs as `nobody` (it refuses root) and cannot open the embedded server's private
         # socket directory: these tests need TEST_DATABASE_URL on TCP, as .ci/run gives them.
         pytest.skip("PgBouncer needs PostgreSQL on TCP (TEST_DATABASE_URL)")
-    bouncer = PgBouncer(service_urls["database"])
+    return service_urls["database"]
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(upstream):
+    bouncer = PgBouncer(upstream)
     yield bouncer
     bouncer.stop()
 
@@ -305,11 +311,11 @@ def test_the_timeouts_as_startup_options_are_refused_by_pgbouncer(pgbouncer):
     assert done.returncode == 2 and "set DATABASE_STATEMENT_TIMEOUT_MS=0" in done.stderr, done.stderr
 
 
-def test_a_pgbouncer_that_drops_the_options_is_found_out(service_urls, caplog):
+def test_a_pgbouncer_that_drops_the_options_is_found_out(upstream, caplog):
     """`ignore_startup_parameters = options` lets the connection open without the timeouts: the
     process says so, and never lifts them with a session SET there (it would stay on a server
     connection that other clients get next)."""
-    bouncer = PgBouncer(service_urls["database"], extra="ignore_startup_parameters = options")
+    bouncer = PgBouncer(upstream, extra="ignore_startup_parameters = options")
     engine = db.make_engine(bouncer.url, Settings.from_env({**os.environ, "DATABASE_PREPARED_STATEMENTS": "off"}))
     sent = []
     event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *args: sent.append(statement))
@@ -326,11 +332,11 @@ def test_a_pgbouncer_that_drops_the_options_is_found_out(service_urls, caplog):
 
 
 @pytest.fixture
-def role_statement_timeout(engine, service_urls):
+def role_statement_timeout(engine, upstream):
     """As docs/pgbouncer.md says to set the timeout behind PgBouncer: on the role, in this database
     (new server connections start with it). Reset after, and the test's own pool emptied of
     connections that started with it."""
-    database = conninfo_to_dict(service_urls["database"]).get("dbname") or "postgres"
+    database = conninfo_to_dict(upstream).get("dbname") or "postgres"
 
     def alter(clause: str) -> None:
         with engine.begin() as connection:
@@ -344,7 +350,7 @@ def role_statement_timeout(engine, service_urls):
         engine.dispose()
 
 
-def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(service_urls, engine, redis_client,
+def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(upstream, engine, redis_client,
                                                                                role_statement_timeout, monkeypatch):
     """Through a transaction-mode PgBouncer (a fresh one: its server connections start with the
     role's timeout), with the process configured as documented: a request behind a lock is a 503
@@ -356,7 +362,7 @@ def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(
 
     account = make_account(engine)
     (call,) = make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)])
-    bouncer = PgBouncer(service_urls["database"])
+    bouncer = PgBouncer(upstream)
     for name, value in {"DATABASE_URL": bouncer.url, "DATABASE_PREPARED_STATEMENTS": "off", **BEHIND_PGBOUNCER}.items():
         monkeypatch.setenv(name, value)
     for cached in (get_settings, db.get_engine, db.get_sessionmaker):
