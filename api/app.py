@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import feedback, health, summaries, voice_status
 from api.auth import authenticate, authorize
-from api.errors import ApiError, BadRequest, InternalError, ServiceUnavailable
+from api.errors import ApiError, BadRequest, DatabaseTimedOut, InternalError, ServiceUnavailable
 from api.http import FORM_TYPE, Request, Response, deadline, parse_form, read_body
 from api.routing import Router
 from shared.platform import logs, metrics
 from shared.platform.config import Settings
-from shared.platform.db import TRANSIENT_ERRORS
+from shared.platform.db import TRANSIENT_ERRORS, statement_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,16 @@ class App:
                 response = self.handle(environ, method, path, request_id, matched, handler, params)
             except ApiError as error:
                 response = Response(error.status, error.to_dict(), list(error.headers))
-            except TRANSIENT_ERRORS:
-                log.warning("database unavailable", exc_info=True)
-                error = ServiceUnavailable()
-                response = Response(error.status, error.to_dict())
+            except TRANSIENT_ERRORS as raised:
+                if statement_cancelled(raised):
+                    # With the traceback: it names the statement, the first clue to whose lock it waited for.
+                    log.warning("database statement cancelled (statement_timeout)", exc_info=True,
+                                extra={"path": path})
+                    error = DatabaseTimedOut()
+                else:
+                    log.warning("database unavailable", exc_info=True)
+                    error = ServiceUnavailable()
+                response = Response(error.status, error.to_dict(), list(error.headers))
             except DataError:
                 # Input PostgreSQL cannot hold (a NUL byte) that a check missed: the client's, not ours.
                 log.warning("input the database refused", exc_info=True, extra={"path": path})

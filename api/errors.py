@@ -98,5 +98,16 @@ class ServiceUnavailable(ApiError):
     status, code, message = 503, 20503, "Service Unavailable"
 
 
+class DatabaseTimedOut(ServiceUnavailable):
+    """The database cancelled a statement of the request that ran past DATABASE_STATEMENT_TIMEOUT_MS,
+    nearly always waiting for a lock another transaction holds (a migration's, an operator's). Every
+    request writes in one transaction (or one statement), which the cancel rolled back: nothing was
+    changed, and the same request can simply be sent again."""
+
+    message = "Service Unavailable: the database took too long and the request was rolled back; nothing was changed"
+    # The lock waits to expect end within seconds: a migration gives a lock up after its 5 s lock_timeout.
+    headers = (("Retry-After", "5"),)
+
+
 class InternalError(ApiError):
     """Anything unexpected: logged with its traceback, answered without one."""

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from shared.accounts.sids import ACCOUNT, CALL, is_sid
 from shared.formats import EARLIEST_DATE, LATEST_DATE, storable
 from shared.models import FEEDBACK_ISSUES
+from shared.platform.db import lift_statement_timeout
 
 CALL_COLUMNS = ("sid", "account_sid", "start_time")
 FEEDBACK_COLUMNS = ("call_sid", "quality_score", "issues", "date_created")
@@ -163,6 +164,7 @@ def load_calls(connection: Connection, calls: Iterable[tuple[int, str, str, dt.d
     """
     if mode not in ("file", "twilio"):
         raise ValueError(f"unknown mode {mode!r}")
+    lift_statement_timeout(connection)  # a COPY of a million rows takes its time (README: about 17 s)
     connection.exec_driver_sql(
         "CREATE TEMP TABLE staged_calls (line int, sid text, account_sid text, start_time timestamptz) ON COMMIT DROP"
     )
@@ -222,6 +224,7 @@ def import_calls(connection: Connection, file: IO[str]) -> int:
 
 def import_feedback(connection: Connection, file: IO[str]) -> int:
     """Load feedback; an entry for a call that has one replaces it, as posting to the API does."""
+    lift_statement_timeout(connection)  # as load_calls: long by design
     connection.exec_driver_sql(
         "CREATE TEMP TABLE staged_feedback (line int, call_sid text, quality_score smallint, issues text[], "
         "date_created timestamptz) ON COMMIT DROP"

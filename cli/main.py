@@ -144,9 +144,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OperationalError as error:
         # The one failure an operator can act on without a traceback: say which database, and why.
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        print(f"summaries {args.command}: cannot reach the database: {safe(reason)}", file=sys.stderr)
+        print(f"summaries {args.command}: {_database_failure(error)}", file=sys.stderr)
         return 2
+
+
+def _database_failure(error) -> str:
+    from shared.platform.db import statement_cancelled
+    from shared.safe_text import safe
+
+    reason = safe(str(error.orig).strip().splitlines()[0] if error.orig else str(error))
+    if statement_cancelled(error):
+        return (f"the database cancelled a statement ({reason}): it waited too long, most likely for a lock "
+                "another transaction holds (see pg_locks), and its transaction was rolled back. Run it again, or "
+                "with a longer DATABASE_STATEMENT_TIMEOUT_MS")
+    if "unsupported startup parameter" in reason:  # PgBouncer refusing the timeouts' `options`
+        return (f"cannot reach the database: {reason}; behind PgBouncer set DATABASE_STATEMENT_TIMEOUT_MS=0 and "
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS=0 (docs/pgbouncer.md)")
+    return f"cannot reach the database: {reason}"
 
 
 def _join_embedded(command: str) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
 import shared
+from shared.migrations.rolling import UNLIMITED
 from shared.platform.config import get_settings
 from shared.platform.db import database_url, sqlalchemy_url
 
@@ -101,6 +102,10 @@ def one_at_a_time(url: str | None):
     engine = _direct_engine(url)
     try:
         with engine.connect() as connection, connection.begin():
+            # Idle in this transaction for the whole run, and maybe waiting for another migrate: a
+            # role's timeouts would end it, and its lock with it.
+            for statement in UNLIMITED:
+                connection.exec_driver_sql(statement)
             if not connection.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK}):
                 log.warning("another summaries migrate is running; waiting for it to finish")
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.models import CallbackAttempt, CallbackDelivery, FeedbackSummary, SummaryEvent
-from shared.platform.db import after_commit, get_engine
+from shared.platform.db import after_commit, get_engine, lift_statement_timeout
 from shared.platform.queue import CALLBACKS_QUEUE, SUMMARIES_QUEUE, enqueue_summary, get_celery, get_redis, queue_depth
 from shared.summaries.events import operator
 from shared.summaries.lifecycle import retry_failed
@@ -134,5 +134,6 @@ def purge(sids: list[str]) -> int:
     """Delete these failed summaries (their events and deliveries go with them)."""
     with get_engine().begin() as connection:
         connection.execute(text("SET LOCAL lock_timeout = '5s'"))
+        lift_statement_timeout(connection)  # its waits are bounded; deleting a year of failures may take long
         return connection.execute(delete(FeedbackSummary).where(FeedbackSummary.sid.in_(sids),
                                                                 FeedbackSummary.status == "failed")).rowcount

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 from shared.models import FEEDBACK_ISSUES
+from shared.platform.db import lift_statement_timeout
 
 BATCH_CALLS = 500_000
 _ISSUES = "ARRAY[" + ",".join(f"'{issue}'" for issue in FEEDBACK_ISSUES) + "]"
@@ -44,6 +45,7 @@ def seed(connection: Connection, account_sid: str, calls: int, days: int) -> Non
     done, batch = 0, 0
     while done < calls:
         count = min(BATCH_CALLS, calls - done)
+        lift_statement_timeout(connection)  # half a million calls a statement: seconds
         connection.execute(SEED_SQL, {"account": account_sid, "batch": batch, "count": count, "days": days})
         connection.commit()
         done += count

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import io
 import json
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -128,3 +130,25 @@ def queued_messages(redis_client) -> list[dict]:
         body = json.loads(base64.b64decode(envelope["body"]))
         messages.append({"task": envelope["headers"]["task"], "args": body[0]})
     return messages
+
+
+@contextlib.contextmanager
+def lock_held(engine, statement: str, for_s: float | None = None):
+    """`statement` (a LOCK TABLE) held by a transaction on another connection until the block ends,
+    or for `for_s` seconds if that comes first."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold():
+        with engine.connect() as connection, connection.begin():
+            connection.execute(text(statement))
+            locked.set()
+            release.wait(for_s)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert locked.wait(10), "the lock was not taken"
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)

@@ -43,6 +43,7 @@ def _one_line_naming(result, variable: str) -> None:
     ("DATABASE_URL", "postgresql://app:pw@h1:5432,h2:5432/app"),  # psycopg wants them in the query
     ("REDIS_URL", "unix:///var/run/redis.sock"),  # the broker (kombu) cannot use it
     ("REDIS_URL", "rediss://cache:6380/0?ssl_cert_reqs=none"),  # would bypass REDIS_TLS_VERIFY
+    ("DATABASE_STATEMENT_TIMEOUT_MS", "5s"), ("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "-1"),
     ("AUTH_TOKEN_KEYS", "not-a-key"), ("AUTH_TOKEN_KEYS", f"{KEY},{KEY[:-4]}"), ("AUTH_TOKEN_KEYS", f"{KEY}x"),
     ("AUTH_TOKEN_KEYS", f"{KEY[:-1]}=x"), ("AUTH_TOKEN_KEYS", KEY.replace("-", "+").replace("_", "/") + "!"),
 ])
@@ -100,6 +101,8 @@ def test_a_bad_setting_stops_a_command_with_one_line(tmp_path):
     result = summaries_cli("jobs", env=_env(tmp_path, REDIS_SENTINEL_PASSWORD="s3ntinel-pw"))
     _one_line_naming(result, "REDIS_SENTINEL_PASSWORD")
     assert "s3ntinel-pw" not in result.stderr + result.stdout
+    _one_line_naming(summaries_cli("jobs", env=_env(tmp_path, DATABASE_STATEMENT_TIMEOUT_MS="3000000000")),
+                     "DATABASE_STATEMENT_TIMEOUT_MS")
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from cli.migrate import MIGRATIONS_DIR, MigrationBlocked, alembic_config, current_revision, upgrade
+from shared.migrations.rolling import UNLIMITED
 from shared.models import FEEDBACK_ISSUES
 from shared.platform import db
 from shared.platform.config import get_settings
@@ -297,13 +298,14 @@ def test_every_revision_applies_while_the_previous_release_writes(scratch, monke
 
 
 def _statements_by_revision(statements: list[str]) -> list[list[str]]:
-    """The statements between version stamps: one list per revision applied."""
+    """The statements between version stamps: one list per revision applied. Without the timeouts'
+    lifts (UNLIMITED), which migrate's lock connection also sends before the first revision."""
     chunks, current = [], []
     for statement in statements:
         if re.match(r"\s*(INSERT INTO|UPDATE|DELETE FROM) alembic_version", statement):
             chunks.append(current)
             current = []
-        elif not re.match(r"\s*(select pg_catalog|select current_schema|show |SELECT alembic_version|"
+        elif statement not in UNLIMITED and not re.match(r"\s*(select pg_catalog|select current_schema|show |SELECT alembic_version|"
                           r"SELECT pg_try_advisory_xact_lock|"
                           r"CREATE TABLE alembic_version|SELECT to_regclass|select relname|"
                           r"SELECT pg_catalog)", statement, re.I):
@@ -378,6 +380,26 @@ def test_a_revision_blocked_for_longer_than_the_retries_fails_naming_where_it_st
         upgrade(url, lock_timeout="100ms", attempts=2, backoff_s=0.1)
     blocker.join()
     assert current_revision(url) == "0006"
+
+
+def test_a_roles_statement_and_idle_timeouts_cut_no_migration(scratch):
+    """Behind PgBouncer the timeouts are the role's (docs/pgbouncer.md), and `summaries migrate` may
+    connect as that role: each revision, and the transaction holding migrate's own lock for the whole
+    run, lift both, and wait for a lock only as long as their lock_timeout. The scratch database's
+    settings stand in for a role's here."""
+    url, engine = scratch
+    upgrade(url, "0008")
+    with engine.begin() as connection:
+        for setting in ("statement_timeout", "idle_in_transaction_session_timeout"):
+            connection.execute(text(f'ALTER DATABASE "{make_url(url).database}" SET {setting} = \'300ms\''))
+    engine.dispose()  # new connections start with the database's settings
+    # 0009 drops a column of accounts: it waits for this reader (which lifts the idle timeout for itself).
+    blocker = _hold(engine, "SET LOCAL idle_in_transaction_session_timeout = 0; SELECT count(*) FROM accounts", 1.0)
+    held_at = time.monotonic()
+    assert upgrade(url, contract=True) == []
+    blocker.join()
+    assert time.monotonic() - held_at > 0.6  # it waited for the reader, twice as long as either timeout
+    assert current_revision(url) == "0009"
 
 
 def _revision(name: str):

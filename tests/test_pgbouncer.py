@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -22,13 +24,13 @@ from urllib.parse import quote, urlencode
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from shared.platform import db
 from shared.platform.config import SettingError, Settings, get_settings
 from tests.processes import summaries_cli, wait_for
-from tests.support import basic, feedback_path, free_port, make_account, make_calls, summaries_path
+from tests.support import basic, feedback_path, free_port, lock_held, make_account, make_calls, summaries_path
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 SERVER_POOL = 2  # server connections per database and user: fewer than the clients, so they are shared
@@ -98,18 +100,29 @@ query_wait_timeout = 15
 
 
 @pytest.fixture(scope="module")
-def pgbouncer(service_urls):
+def upstream(service_urls) -> str:
+    """The test database, for a PgBouncer to stand in front of."""
     if (conninfo_to_dict(service_urls["database"]).get("host") or "/").startswith("/"):
         # PgBouncer runs as `nobody` (it refuses root) and cannot open the embedded server's private
         # socket directory: these tests need TEST_DATABASE_URL on TCP, as .ci/run gives them.
         pytest.skip("PgBouncer needs PostgreSQL on TCP (TEST_DATABASE_URL)")
-    bouncer = PgBouncer(service_urls["database"])
+    return service_urls["database"]
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(upstream):
+    bouncer = PgBouncer(upstream)
     yield bouncer
     bouncer.stop()
 
 
+# As docs/pgbouncer.md says to configure a process behind PgBouncer: it sends no `options` (the
+# timeouts are the role's); prepared statements as each test says.
+BEHIND_PGBOUNCER = {"DATABASE_STATEMENT_TIMEOUT_MS": "0", "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS": "0"}
+
+
 def settings(prepared: str) -> Settings:
-    return Settings.from_env({**os.environ, "DATABASE_PREPARED_STATEMENTS": prepared})
+    return Settings.from_env({**os.environ, **BEHIND_PGBOUNCER, "DATABASE_PREPARED_STATEMENTS": prepared})
 
 
 @pytest.mark.parametrize("variable, value, message", [
@@ -181,6 +194,8 @@ def through_pgbouncer(request, engine, redis_client, pgbouncer, monkeypatch):
     and checks."""
     monkeypatch.setenv("DATABASE_URL", pgbouncer.url)
     monkeypatch.setenv("DATABASE_PREPARED_STATEMENTS", request.param)
+    for name, value in BEHIND_PGBOUNCER.items():
+        monkeypatch.setenv(name, value)
     for cached in (get_settings, db.get_engine, db.get_sessionmaker):
         cached.cache_clear()
     yield request.param
@@ -280,6 +295,103 @@ def test_migrations_run_through_pgbouncer_on_migration_database_url(pgbouncer, e
         assert connection.scalar(text("SELECT to_regclass('feedback_summaries') IS NOT NULL"))
 
 
+# --- statement and idle-in-transaction timeouts -----------------------------------------------------
+
+def test_the_timeouts_as_startup_options_are_refused_by_pgbouncer(pgbouncer):
+    """Why a process behind PgBouncer sets DATABASE_STATEMENT_TIMEOUT_MS=0: PgBouncer refuses the
+    `options` startup parameter (1.18; from 1.20 it refuses each -c in it it neither tracks nor
+    ignores), so with the defaults no connection opens; the command line says what to set."""
+    engine = db.make_engine(pgbouncer.url, Settings.from_env({**os.environ, "DATABASE_PREPARED_STATEMENTS": "off"}))
+    try:
+        with pytest.raises(DBAPIError, match="unsupported startup parameter"):
+            engine.connect()
+    finally:
+        engine.dispose()
+    done = summaries_cli("jobs", env={**os.environ, "DATABASE_URL": pgbouncer.url})
+    assert done.returncode == 2 and "set DATABASE_STATEMENT_TIMEOUT_MS=0" in done.stderr, done.stderr
+
+
+def test_a_pgbouncer_that_drops_the_options_is_found_out(upstream, caplog):
+    """`ignore_startup_parameters = options` lets the connection open without the timeouts: the
+    process says so, and never lifts them with a session SET there (it would stay on a server
+    connection that other clients get next)."""
+    bouncer = PgBouncer(upstream, extra="ignore_startup_parameters = options")
+    engine = db.make_engine(bouncer.url, Settings.from_env({**os.environ, "DATABASE_PREPARED_STATEMENTS": "off"}))
+    sent = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *args: sent.append(statement))
+    try:
+        with caplog.at_level(logging.WARNING, logger="shared.platform.db"):
+            with db.untimed_autocommit(engine) as connection:
+                assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+                assert connection.info[db.OWN_STATEMENT_TIMEOUT] is False
+        assert "did not apply the startup options" in caplog.text
+        assert not [statement for statement in sent if "statement_timeout =" in statement]
+    finally:
+        engine.dispose()
+        bouncer.stop()
+
+
+@pytest.fixture
+def role_statement_timeout(engine, upstream):
+    """As docs/pgbouncer.md says to set the timeout behind PgBouncer: on the role, in this database
+    (new server connections start with it). Reset after, and the test's own pool emptied of
+    connections that started with it."""
+    database = conninfo_to_dict(upstream).get("dbname") or "postgres"
+
+    def alter(clause: str) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'ALTER ROLE CURRENT_USER IN DATABASE "{database}" {clause}')
+
+    alter("SET statement_timeout = '300ms'")
+    try:
+        yield 0.3
+    finally:
+        alter("RESET statement_timeout")
+        engine.dispose()
+
+
+def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(upstream, engine, redis_client,
+                                                                               role_statement_timeout, monkeypatch):
+    """Through a transaction-mode PgBouncer (a fresh one: its server connections start with the
+    role's timeout), with the process configured as documented: a request behind a lock is a 503
+    within the timeout, and an import waiting longer than it goes through, its SET LOCAL carried
+    by the transaction's server connection."""
+    from api.factory import create_app
+    from cli.imports import import_calls
+    from tests.support import WsgiClient
+
+    account = make_account(engine)
+    (call,) = make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)])
+    bouncer = PgBouncer(upstream)
+    for name, value in {"DATABASE_URL": bouncer.url, "DATABASE_PREPARED_STATEMENTS": "off", **BEHIND_PGBOUNCER}.items():
+        monkeypatch.setenv(name, value)
+    for cached in (get_settings, db.get_engine, db.get_sessionmaker):
+        cached.cache_clear()
+    try:
+        client = WsgiClient(create_app())
+        with engine.connect() as locker, locker.begin():
+            locker.exec_driver_sql("LOCK TABLE call_feedback IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            blocked = client.post(feedback_path(account.sid, call), form={"QualityScore": "3"},
+                                  auth=(account.sid, account.auth_token))
+            waited = time.monotonic() - started
+        assert blocked.status == 503 and blocked.headers["Retry-After"] == "5", blocked.body
+        assert role_statement_timeout <= waited < role_statement_timeout + 3, waited
+
+        calls = "".join(f"CA{i:032x},{account.sid},2024-01-03T10:00:00Z\n" for i in range(3))
+        with lock_held(engine, "LOCK TABLE calls IN SHARE MODE", for_s=5 * role_statement_timeout):
+            started = time.monotonic()
+            with db.get_engine().begin() as connection:
+                assert import_calls(connection, io.StringIO("sid,account_sid,start_time\n" + calls)) == 3
+        assert time.monotonic() - started > 2 * role_statement_timeout  # it did wait for the lock
+    finally:
+        db.get_engine().dispose()
+        bouncer.stop()
+        monkeypatch.undo()
+        for cached in (get_settings, db.get_engine, db.get_sessionmaker):
+            cached.cache_clear()
+
+
 SUMMARIES = 12
 
 
@@ -293,7 +405,7 @@ def test_gunicorn_workers_and_beat_through_pgbouncer_compute_and_call_back(pgbou
 
     account = make_account(engine)
     make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)] * 3)
-    env = {"DATABASE_URL": pgbouncer.url, "DATABASE_PREPARED_STATEMENTS": "off",
+    env = {"DATABASE_URL": pgbouncer.url, "DATABASE_PREPARED_STATEMENTS": "off", **BEHIND_PGBOUNCER,
            "CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}
     receiver = Receiver()
     started = []

@@ -178,7 +178,9 @@ def test_a_worker_child_stuck_on_a_lock_is_replaced_and_its_summary_still_comple
     once the lock goes; the worker itself never stops."""
     account = make_account(engine)
     make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)] * 2)
-    worker = celery_worker(tmp_path, "stuck", queues="summaries", concurrency=1)
+    # The time limit is the backstop where no statement timeout cancels the wait first.
+    worker = celery_worker(tmp_path, "stuck", queues="summaries", concurrency=1,
+                           env={"DATABASE_STATEMENT_TIMEOUT_MS": "0"})
     beat = celery_beat(tmp_path)
     locker = engine.connect()
     locker.begin()

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
-from shared.platform.db import autocommit, get_engine
+from shared.platform.db import get_engine, lift_statement_timeout, statement_cancelled, untimed_autocommit
 from worker.celery_app import app
 from worker.rollups import FEEDBACK_COLUMNS, FEEDBACK_DELTA_SUMS
 
@@ -54,6 +55,8 @@ def fold_batch(connection: Connection, limit: int = BATCH_ROWS) -> int | None:
     or None when another folder holds the lock (then nothing is done)."""
     if not connection.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}):
         return None
+    # A backlog's batch (an import of millions) may take seconds; the process's timeout is a request's.
+    lift_statement_timeout(connection)
     moved = connection.scalar(FOLD_CALLS, {"limit": limit})
     return moved + connection.scalar(FOLD_FEEDBACK, {"limit": limit})
 
@@ -76,9 +79,18 @@ def fold(limit: int = BATCH_ROWS, max_batches: int = MAX_BATCHES) -> int:
 
 def _vacuum() -> None:
     """Summaries scan the delta tables (they have no index): their dead rows go now, not at
-    autovacuum's next visit (a minute away, by then hundreds of thousands of rows at full load)."""
-    with autocommit() as connection:
-        connection.execute(text("VACUUM (SKIP_LOCKED) calls_rollup_deltas, feedback_rollup_deltas"))
+    autovacuum's next visit (a minute away, by then hundreds of thousands of rows at full load).
+    Without the statement timeout this process sets; a role's (behind PgBouncer) may still cut it
+    after a large backlog: the folded rows are committed, the pages it cleaned stay clean, and the
+    next fold's VACUUM or autovacuum does the rest."""
+    try:
+        with untimed_autocommit() as connection:
+            connection.execute(text("VACUUM (SKIP_LOCKED) calls_rollup_deltas, feedback_rollup_deltas"))
+    except OperationalError as error:
+        if not statement_cancelled(error):
+            raise
+        log.warning("VACUUM of the rollup deltas cut short by a statement_timeout; the next one goes on (%s)",
+                    str(error.orig).strip().splitlines()[0])
 
 
 @app.task(name=FOLD, acks_late=True, ignore_result=True)

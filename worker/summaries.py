@@ -29,11 +29,13 @@ def _owner(task: Task) -> str:
 
 
 # A hard time limit of twice the lease: a prefork child stuck in a computation (a query queued behind
-# a lock) is killed and replaced instead of holding its slot for ever while its parent still beats
-# for the liveness probe; its lease has long expired and the sweeper has sent the summary again.
-# (The threads pool has no time limits; its computations end with their statements.)
+# a lock, with DATABASE_STATEMENT_TIMEOUT_MS off) is killed and replaced instead of holding its slot
+# for ever while its parent still beats for the liveness probe; its lease has long expired and the
+# sweeper has sent the summary again. (The threads pool has no time limits; its computations end with
+# their statements.) max_retries: Celery's default, 3, would end the retries before retry_policy's
+# count and leave the summary in-progress, without the reason, until its lease ran out.
 @app.task(name=COMPUTE_SUMMARY, bind=True, acks_late=True, ignore_result=True,
-          time_limit=2 * get_settings().summary_lease_s)
+          time_limit=2 * get_settings().summary_lease_s, max_retries=MAX_TRANSIENT_RETRIES)
 def compute_summary(self: Task, summary_sid: str) -> None:
     with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
         _compute(self, summary_sid)

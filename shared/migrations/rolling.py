@@ -4,7 +4,9 @@
   later writer of that table behind it, so it gives up after `lock_timeout` (5 s unless `summaries
   migrate --lock-timeout` says otherwise) instead of stalling the service; `summaries migrate`
   (cli/migrate.py) then tries the revision again after a pause. Each revision commits on its own
-  (env.py: transaction_per_migration), so a retry starts at the revision that timed out.
+  (env.py: transaction_per_migration), so a retry starts at the revision that timed out. That is the
+  only limit a revision has: its work (an index on a big table) takes what it takes, so a role's
+  statement_timeout or idle_in_transaction_session_timeout (docs/pgbouncer.md) is lifted for it.
 - Backfills go in batches, each committed on its own (`in_batches`), never under a table lock.
 - A revision that removes what the previous release still uses is a *contract* revision: it names
   the revision whose change made the removal possible (`contracts = "0005"`), and `summaries
@@ -37,13 +39,19 @@ def batch_size() -> int:
     return int(_attributes().get("batch_size", DEFAULT_BATCH_SIZE))
 
 
+# What set_lock_timeout() lifts: the time limits the service's own connections have, which a role
+# setting would also give a migration's (DATABASE_STATEMENT_TIMEOUT_MS is never sent by migrations).
+UNLIMITED = ("SET LOCAL statement_timeout = 0", "SET LOCAL idle_in_transaction_session_timeout = 0")
+
+
 def set_lock_timeout(connection: Connection | None = None) -> None:
-    """For the rest of the current transaction: give up on a lock not granted within the timeout."""
-    statement = f"SET LOCAL lock_timeout = '{lock_timeout()}'"
-    if connection is None:
-        op.execute(statement)
-    else:
-        connection.exec_driver_sql(statement)
+    """For the rest of the current transaction: give up on a lock not granted within the timeout, and
+    on nothing else (no statement or idle-in-transaction timeout)."""
+    for statement in (f"SET LOCAL lock_timeout = '{lock_timeout()}'", *UNLIMITED):
+        if connection is None:
+            op.execute(statement)
+        else:
+            connection.exec_driver_sql(statement)
 
 
 def in_batches(step: Callable[[Connection, int], bool]) -> None:

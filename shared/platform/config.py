@@ -117,6 +117,7 @@ def _fernet_keys(name: str, value: str | None) -> tuple[str, ...]:
 SENTINEL_SCHEMES = ("sentinel", "sentinels")  # the second with TLS, as rediss://
 POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PG_MAX_MS = 2_147_483_647  # the largest timeout PostgreSQL takes, in milliseconds (INT_MAX)
 
 
 def _log_level(env: Mapping[str, str], name: str) -> str:
@@ -260,6 +261,11 @@ class Settings:
     database_pool_size: int  # connections each process keeps (a cap: opened only when used at once)
     database_max_overflow: int  # opened beyond those at peaks, closed when returned
     database_pool_timeout_s: float  # waiting this long for a connection is a transient error
+    # PostgreSQL's statement_timeout and idle_in_transaction_session_timeout for every connection of
+    # the engine (shared/platform/db.py), sent as startup options; 0: none sent, whatever the server
+    # (a role's setting, behind PgBouncer) says applies. Migrations never get them.
+    database_statement_timeout_ms: int
+    database_idle_in_transaction_timeout_ms: int
     migration_database_url: str | None  # `summaries migrate` connects here when set (past PgBouncer)
 
     @classmethod
@@ -315,6 +321,14 @@ class Settings:
             database_pool_size=_int(env, "DATABASE_POOL_SIZE", 5, 1),
             database_max_overflow=_int(env, "DATABASE_MAX_OVERFLOW", 5, 0),
             database_pool_timeout_s=_float(env, "DATABASE_POOL_TIMEOUT_S", 5.0, 0.1),
+            # 10 s: the service's statements take milliseconds; longer is a wait for a lock. Above the
+            # migrations' 5 s lock_timeout, so requests queued behind a migration waiting for its lock
+            # ride it out; far below a load balancer's 60 s, so the client gets our 503, not its 504.
+            database_statement_timeout_ms=_int(env, "DATABASE_STATEMENT_TIMEOUT_MS", 10_000, 0, PG_MAX_MS),
+            # 60 s: no transaction of ours waits on anything but the database for more than a Redis
+            # timeout (ENQUEUE_TIMEOUT_S); idle longer, it is a bug or a stopped process holding locks.
+            database_idle_in_transaction_timeout_ms=_int(env, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000,
+                                                         0, PG_MAX_MS),
             migration_database_url=_service_url("MIGRATION_DATABASE_URL", _secret(env, "MIGRATION_DATABASE_URL"),
                                                 POSTGRES_SCHEMES),
         )

@@ -1,16 +1,18 @@
-"""One engine per process, made on first use from DATABASE_URL or the embedded server; which
-database errors are worth waiting for; and messages that go out only once their transaction commits."""
+"""One engine per process, made on first use from DATABASE_URL or the embedded server; the time limits
+of its statements and transactions; which database errors are worth waiting for; and messages that go
+out only once their transaction commits."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import select
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import InvalidatePoolError, OperationalError
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -19,9 +21,19 @@ from shared.platform.config import Settings, get_settings, require_servers
 
 log = logging.getLogger(__name__)
 
-# The database unreachable (down, restarting, failing over) or every pooled connection busy: worth
+# The database unreachable (down, restarting, failing over), every pooled connection busy, or a
+# statement cancelled for waiting too long (statement_cancelled below, an OperationalError too): worth
 # waiting for and trying again. Anything else will not fix itself.
 TRANSIENT_ERRORS = (OperationalError, PoolTimeout)
+
+
+def statement_cancelled(error: BaseException) -> bool:
+    """Whether the server cancelled the statement: DATABASE_STATEMENT_TIMEOUT_MS (or a role's
+    statement_timeout) ran out, a lock_timeout did, or an operator cancelled it (pg_cancel_backend).
+    Almost always a wait for a lock someone else holds; the transaction is rolled back."""
+    import psycopg.errors
+
+    return isinstance(getattr(error, "orig", error), (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable))
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -48,6 +60,78 @@ def connect_args(settings: Settings) -> dict[str, Any]:
         # ("prepared statement _pg3_0 does not exist" / "already exists"). None: never prepare.
         args["prepare_threshold"] = None
     return args
+
+
+def timeout_options(url: str, settings: Settings) -> dict[str, str]:
+    """The timeouts as libpq startup options (`options=-c ...`): set by the server as the session
+    starts, no round trip of ours, for every statement on the connection whatever runs it (the ORM,
+    autocommit, COPY). After any `options` of DATABASE_URL itself, which they would otherwise replace.
+    Nothing when both are 0: behind a transaction-mode PgBouncer, which refuses (or, told to ignore it,
+    drops) the `options` parameter, the timeouts are the role's (docs/pgbouncer.md)."""
+    ours = [f"-c {name}={ms}" for name, ms in (
+        ("statement_timeout", settings.database_statement_timeout_ms),
+        ("idle_in_transaction_session_timeout", settings.database_idle_in_transaction_timeout_ms)) if ms]
+    if not ours:
+        return {}
+    given = make_url(sqlalchemy_url(url)).query.get("options")
+    given = [given] if isinstance(given, str) else list(given or ())
+    return {"options": " ".join([*given, *ours])}
+
+
+# Connection.info key: the connection's statement_timeout is the one this process sent (not a role's).
+OWN_STATEMENT_TIMEOUT = "cfs_own_statement_timeout"
+
+
+def _check_timeouts_applied(expected_ms: int):
+    """A connect listener: read back statement_timeout once per new connection. A PgBouncer told to
+    ignore the `options` startup parameter accepts the connection and drops the timeouts: said once
+    per engine, and such a connection is never given a session SET (untimed_autocommit)."""
+    warned = []
+
+    def check(dbapi_connection, record) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
+            applied = cursor.fetchone()[0] == str(expected_ms)
+        dbapi_connection.rollback()  # the read began a transaction; the pool expects none
+        record.info[OWN_STATEMENT_TIMEOUT] = applied
+        if not applied and not warned:
+            warned.append(True)
+            log.warning("DATABASE_STATEMENT_TIMEOUT_MS: the server did not apply the startup options (a PgBouncer "
+                        "with `options` in ignore_startup_parameters?): this process has no statement or "
+                        "idle-in-transaction timeout of its own. Behind PgBouncer set DATABASE_STATEMENT_TIMEOUT_MS=0 "
+                        "and DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS=0 and put the timeouts on the role "
+                        "(docs/pgbouncer.md)")
+
+    return check
+
+
+def lift_statement_timeout(connection: Connection) -> None:
+    """No statement timeout for the rest of the connection's transaction: for work that is long by
+    design (a bulk load, a fold of a backlog, a purge), never for a request's. SET LOCAL: it ends with
+    the transaction, so it holds on whichever server connection a PgBouncer lent the transaction and
+    reaches no other client; it lifts a role's timeout as well as ours."""
+    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+
+
+@contextlib.contextmanager
+def untimed_autocommit(engine: Engine | None = None) -> Iterator[Connection]:
+    """autocommit() for a statement that cannot run in a transaction (VACUUM) and may take long, so no
+    SET LOCAL can lift the timeout. The timeout this process sent is lifted by a session SET and reset
+    (to the startup value) before the connection goes back to the pool. A role's stays: behind a
+    transaction-mode PgBouncer the SET and the RESET may land on different server connections and
+    leave other clients without a timeout. So the caller must accept being cut short there."""
+    with autocommit(engine) as connection:
+        if not connection.info.get(OWN_STATEMENT_TIMEOUT):
+            yield connection
+            return
+        connection.exec_driver_sql("SET statement_timeout = 0")
+        try:
+            yield connection
+        finally:
+            try:
+                connection.exec_driver_sql("RESET statement_timeout")
+            except DBAPIError:
+                connection.invalidate()  # never back to the pool without its timeout
 
 
 def _idle_and_open(dbapi_connection) -> bool:
@@ -93,9 +177,11 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_pool_timeout_s,
-        connect_args=connect_args(settings),
+        connect_args={**connect_args(settings), **timeout_options(url, settings)},
     )
     event.listen(engine, "checkout", _check_on_checkout)
+    if settings.database_statement_timeout_ms:
+        event.listen(engine, "connect", _check_timeouts_applied(settings.database_statement_timeout_ms))
     return engine
 
 

@@ -33,7 +33,9 @@ def upgrade() -> None:
     op.execute("ALTER TABLE accounts DROP COLUMN IF EXISTS auth_token")
     with op.get_context().autocommit_block():  # VACUUM runs outside a transaction
         op.execute(f"SET lock_timeout = '{lock_timeout()}'")
+        op.execute("SET statement_timeout = 0")  # as set_lock_timeout() does, for a session
         op.execute("VACUUM (FULL) accounts")
+        op.execute("RESET statement_timeout")
         op.execute("RESET lock_timeout")
 
 
