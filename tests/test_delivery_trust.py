@@ -39,7 +39,7 @@ def new_account(engine):
 
 
 @pytest.fixture
-def processes(start):
+def processes(start):  # noqa: F811 - the imported fixture, requested by name
     """tests/test_callbacks.py's workers and scheduler, each named."""
     return lambda name, **options: start(name=name, **options)
 
