@@ -77,6 +77,18 @@ def test_secrets_come_from_files_but_not_from_both(tmp_path):
 
 # --- commands that refuse to start ----------------------------------------------------------------
 
+def test_the_settings_show_no_secret():
+    key = Fernet.generate_key().decode()
+    settings = Settings.from_env({
+        "DATABASE_URL": "postgresql://app:db-secret@db.internal/cfs", "REDIS_URL": "redis://:redis-secret@r:6379/0",
+        "MIGRATION_DATABASE_URL": "postgresql://owner:migration-secret@db.internal/cfs", "AUTH_TOKEN_KEYS": key,
+        "TWILIO_API_KEY": "SK" + "0" * 32, "TWILIO_API_SECRET": "api-secret"})
+    shown = repr(settings)
+    assert settings.auth_token_keys == (key,) and "DATABASE_URL" not in shown
+    for secret in ("db-secret", "redis-secret", "migration-secret", key, "api-secret"):
+        assert secret not in shown
+
+
 def test_a_command_without_database_url_refuses_instead_of_starting_a_database(tmp_path):
     result = summaries_cli("status", env=_env(tmp_path, drop=("DATABASE_URL",)))
     _one_line_naming(result, "DATABASE_URL")

@@ -209,13 +209,15 @@ def _sentinel_password(env: Mapping[str, str], name: str, url: str | None) -> st
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None  # unset: the embedded PostgreSQL in data_dir, where embedded servers are allowed
-    redis_url: str | None  # unset: the embedded Redis in data_dir, likewise
+    # Secrets (URLs carry passwords) are left out of repr: a Settings in a log line or a traceback
+    # shows none.
+    database_url: str | None = field(repr=False)  # unset: the embedded PostgreSQL in data_dir, where embedded servers are allowed
+    redis_url: str | None = field(repr=False)  # unset: the embedded Redis in data_dir, likewise
     embedded: bool  # SUMMARIES_EMBEDDED: embedded servers may stand in for DATABASE_URL and REDIS_URL
     data_dir: Path
     # Fernet keys for auth tokens at rest, newest first; empty: only with the embedded PostgreSQL, a
     # key generated into data_dir (one machine's database, one machine's key).
-    auth_token_keys: tuple[str, ...]
+    auth_token_keys: tuple[str, ...] = field(repr=False)
     metrics_dir: Path  # prometheus_client's multiprocess files, shared by this machine's processes
     worker_metrics_port: int | None  # a worker serves /metrics itself on this port (machines without an API)
     metrics_port: int | None  # the API serves /metrics on this port only, away from its public one
@@ -245,7 +247,7 @@ class Settings:
     twilio_api_base_url: str  # where `summaries calls sync` reads Twilio's Calls API
     # An API key and its secret for `calls sync`, used instead of the account's auth token when both are set.
     twilio_api_key: str | None
-    twilio_api_secret: str | None
+    twilio_api_secret: str | None = field(repr=False)
     # Redis over TLS (rediss:// or sentinels://) and through Sentinel, for every Redis client: the
     # broker, the in-flight markers, the callback guards and the rate limit (docs/redis.md).
     redis_tls_ca_file: str | None  # the CA that signed Redis's certificate; unset: the system's trust store
@@ -266,7 +268,7 @@ class Settings:
     # (a role's setting, behind PgBouncer) says applies. Migrations never get them.
     database_statement_timeout_ms: int
     database_idle_in_transaction_timeout_ms: int
-    migration_database_url: str | None  # `summaries migrate` connects here when set (past PgBouncer)
+    migration_database_url: str | None = field(repr=False)  # `summaries migrate` connects here when set (past PgBouncer)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
