@@ -96,6 +96,8 @@ class ServiceUnavailable(ApiError):
     """A dependency (PostgreSQL or Redis) cannot be reached."""
 
     status, code, message = 503, 20503, "Service Unavailable"
+    # A pool that cannot reach PostgreSQL finds out per request: a few seconds apart is soon enough.
+    headers = (("Retry-After", "5"),)
 
 
 class DatabaseTimedOut(ServiceUnavailable):
@@ -105,8 +107,8 @@ class DatabaseTimedOut(ServiceUnavailable):
     changed, and the same request can simply be sent again."""
 
     message = "Service Unavailable: the database took too long and the request was rolled back; nothing was changed"
-    # The lock waits to expect end within seconds: a migration gives a lock up after its 5 s lock_timeout.
-    headers = (("Retry-After", "5"),)
+    # Retry-After 5, as its parent's: the lock waits to expect end within seconds (a migration gives a
+    # lock up after its 5 s lock_timeout).
 
 
 class InternalError(ApiError):

@@ -309,7 +309,9 @@ def _app_with_database(url: str, client) -> App:
 def test_a_database_that_cannot_be_reached_is_503_not_500(client, world):
     parent = world["parent"]
     down = WsgiClient(_app_with_database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none", client))
-    assert_error(down.post(summaries_path(parent.sid), form=FORM, auth=creds(parent)), 503, 20503)
+    refused = down.post(summaries_path(parent.sid), form=FORM, auth=creds(parent))
+    assert_error(refused, 503, 20503)
+    assert refused.headers["Retry-After"] == "5"
     assert_error(down.get("/readyz"), 503, 20503, "PostgreSQL")
     assert down.get("/healthz").status == 200
 

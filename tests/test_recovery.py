@@ -80,8 +80,8 @@ def test_sigkill_a_worker_mid_summary_and_another_worker_completes_it(engine, cl
         worker_a = celery_worker(tmp_path, "crash-a")
         processes.append(worker_a)
         (sid,) = create(client, account)
-        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                   "AND query ILIKE '%FROM daily_calls%'")
+        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock' AND query ILIKE '%FROM daily_calls%'")
         wait_for(lambda: scalar(engine, waiting) == 1, 30, what="A's aggregate query to run")
         claimed = summary_row(engine, sid)
         assert claimed["status"] == "in-progress" and claimed["claimed_by"].startswith("crash-a@")

@@ -147,7 +147,9 @@ def _postpone(delivery: Claimed, delay_s: float) -> None:
         deliveries.postpone(connection, delivery, delay_s)
 
 
-@app.task(name=DELIVER_CALLBACK, bind=True, acks_late=True, ignore_result=True)
+# max_retries: as the compute task's, retry_policy's count rather than Celery's default 3 (which
+# raised MaxRetriesExceededError before our own "left to the sweeper" could be said).
+@app.task(name=DELIVER_CALLBACK, bind=True, acks_late=True, ignore_result=True, max_retries=MAX_TRANSIENT_RETRIES)
 def deliver_callback(self: Task, summary_sid: str) -> None:
     with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
         try:
