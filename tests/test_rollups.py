@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -118,3 +119,23 @@ def test_replacing_feedback_moves_its_old_values_out_of_the_rollup(engine, accou
         today = dt.date.today()
         assert rollups.compute(session, parent.sid, False, today, today) == \
             aggregates.compute(session, parent.sid, False, today, today)
+
+
+def test_a_fold_behind_a_lock_gives_up_until_the_next_run_and_loses_nothing(engine, accounts, monkeypatch):
+    from worker import folding
+
+    monkeypatch.setattr(folding, "LOCK_TIMEOUT", "300ms")
+    parent = accounts["parent"]
+    with Session(engine) as session:
+        session.add(Call(sid=new_sid(CALL), account_sid=parent.sid, start_time=dt.datetime(2024, 3, 30, tzinfo=UTC)))
+        session.commit()
+    with engine.connect() as locker:
+        locker.execute(text("LOCK TABLE daily_calls IN ACCESS EXCLUSIVE MODE"))  # an operator's, say
+        began = time.monotonic()
+        assert folding.fold() == 0
+        assert time.monotonic() - began < 3
+        locker.rollback()
+    assert folding.fold() == 1
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT calls FROM daily_calls")).scalar() == 1
+        assert connection.execute(text("SELECT count(*) FROM calls_rollup_deltas")).scalar() == 0

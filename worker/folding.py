@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
@@ -26,7 +27,9 @@ FOLD = "summaries.fold_rollups"
 BATCH_ROWS = 50_000
 MAX_BATCHES = 20  # per run: a backlog (an import of millions) is worked off over a few runs
 LOCK_KEY = 0x7C0F_0007  # pg_advisory_xact_lock key, shared by every folder
-
+# A batch waiting this long for a daily row's lock (an operator's LOCK TABLE, a long transaction on
+# the rows) gives up until the next run, a second later: it held a worker slot for as long before.
+LOCK_TIMEOUT = "5s"
 
 
 def _batch(table: str, columns: str) -> str:
@@ -53,7 +56,8 @@ SELECT count(*) FROM moved""")
 def fold_batch(connection: Connection, limit: int = BATCH_ROWS) -> int | None:
     """Fold up to `limit` rows of each delta table in the caller's transaction; the rows folded,
     or None when another folder holds the lock (then nothing is done)."""
-    if not connection.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}):
+    locked = text("SELECT pg_try_advisory_xact_lock(:key), set_config('lock_timeout', :lock_timeout, true)")
+    if not connection.execute(locked, {"key": LOCK_KEY, "lock_timeout": LOCK_TIMEOUT}).scalar():
         return None
     # A backlog's batch (an import of millions) may take seconds; the process's timeout is a request's.
     lift_statement_timeout(connection)
@@ -65,8 +69,14 @@ def fold(limit: int = BATCH_ROWS, max_batches: int = MAX_BATCHES) -> int:
     """Fold pending deltas, a batch per transaction, until a batch comes back short."""
     total = 0
     for _ in range(max_batches):
-        with get_engine().begin() as connection:
-            moved = fold_batch(connection, limit)
+        try:
+            with get_engine().begin() as connection:
+                moved = fold_batch(connection, limit)
+        except OperationalError as error:
+            if not isinstance(error.orig, LockNotAvailable):
+                raise
+            log.warning("fold waited %s for a lock on the rollups and stopped; the next run goes on", LOCK_TIMEOUT)
+            break
         if moved is None:
             break
         total += moved
