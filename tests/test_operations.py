@@ -162,6 +162,18 @@ def test_purge_asks_before_deleting_failed_summaries(engine):
     assert "deleted 1 failed summaries" in summaries_cli("purge", "--failed", "--older-than", "2", stdin="y\n").stdout
 
 
+def test_purge_deletes_more_failed_summaries_than_one_message_holds_parameters(engine):
+    """An IN list binds one parameter per SID, and a protocol message holds 65,535."""
+    account = make_account(engine)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO feedback_summaries (sid, account_sid, start_date, end_date, "
+                                "include_subaccounts, status, date_updated) SELECT 'FS' || md5(g::text), :a, "
+                                "'2024-01-01', '2024-01-02', false, 'failed', now() - interval '3 days' "
+                                "FROM generate_series(1, 70000) g"), {"a": account.sid})
+    purged = summaries_cli("purge", "--failed", "--older-than", "2", "--yes")
+    assert purged.returncode == 0 and "deleted 70000 failed summaries" in purged.stdout, purged.stderr
+
+
 def test_logs_are_json_with_the_job_and_request_ids_and_never_a_token(system, engine):
     account = make_account(engine)
     api = requests.Session()

@@ -74,7 +74,8 @@ def test_defaults_and_zero():
 
 @pytest.mark.parametrize("variable", ["DATABASE_STATEMENT_TIMEOUT_MS", "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS"])
 @pytest.mark.parametrize("value, message", [("10s", "an integer"), ("1.5", "an integer"), ("-1", "at least 0"),
-                                            ("2147483648", "at most 2147483647")])
+                                            ("2147483648", "at most 2147483647"),
+                                            ("10", r"0 \(none\) or at least 100 \(milliseconds\)")])
 def test_a_bad_timeout_is_refused_by_name(variable, value, message):
     with pytest.raises(SettingError, match=f"^{variable} must .*{message}"):
         Settings.from_env({variable: value})
@@ -363,3 +364,45 @@ def test_a_vacuum_cut_by_a_timeout_not_ours_is_logged_and_the_fold_stands(engine
     with engine.connect() as connection:
         assert connection.execute(text("SELECT sum(calls) FROM daily_calls WHERE account_sid = :a"),
                                   {"a": account_sid}).scalar() == 2000
+
+
+def test_a_session_killed_idle_in_a_transaction_is_a_lost_connection_and_the_next_one_works(engine, timeouts):
+    """The server's 25P03 is filed under InternalError; its owner takes it as a lost connection
+    (TRANSIENT_ERRORS: the request a 503, the task retried), and the pool replaces it."""
+    timed = timeouts(DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS=TIMEOUT_MS)
+    with timed.connect() as connection:
+        first = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()  # begins the transaction
+        time.sleep(3 * TIMEOUT_MS / 1000)
+        with pytest.raises(db.TRANSIENT_ERRORS) as lost:
+            connection.exec_driver_sql("SELECT 1")
+        assert lost.value.connection_invalidated
+    with timed.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
+
+
+def test_a_servers_own_timeout_equal_to_ours_is_not_taken_for_ours(engine, timeouts, service_urls):
+    """Behind a PgBouncer that drops the startup options, a role's 10 s would read back as ours; the
+    session SET of untimed_autocommit would then leak through the pooler to other clients."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"ALTER ROLE CURRENT_USER IN DATABASE {connection.engine.url.database} "
+                                   f"SET statement_timeout = {TIMEOUT_MS}")
+    try:
+        timed = timeouts(DATABASE_STATEMENT_TIMEOUT_MS=TIMEOUT_MS, PGOPTIONS="-c work_mem=7MB")
+        with timed.connect() as connection:
+            assert connection.info[db.OWN_STATEMENT_TIMEOUT]  # ours, sent as an option: source 'client'
+            assert show(connection, "work_mem") == "7MB"  # PGOPTIONS kept beside ours
+        zero = timeouts(DATABASE_STATEMENT_TIMEOUT_MS=0)
+        with zero.connect() as connection:
+            assert show(connection, "statement_timeout") == f"{TIMEOUT_MS}ms"  # the role's
+        checked = db._check_timeouts_applied(TIMEOUT_MS)
+        raw = zero.raw_connection()
+        try:
+            record = type("Record", (), {"info": {}})()
+            checked(raw.dbapi_connection, record)
+            assert record.info[db.OWN_STATEMENT_TIMEOUT] is False
+        finally:
+            raw.close()
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"ALTER ROLE CURRENT_USER IN DATABASE {connection.engine.url.database} "
+                                       "RESET statement_timeout")

@@ -43,6 +43,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maxi
     return _number(env, name, default, int, "an integer", minimum, maximum)
 
 
+def _timeout_ms(env: Mapping[str, str], name: str, default: int) -> int:
+    """Milliseconds, 0 for none; under 100 refused, as seconds written for milliseconds (`10`) would
+    cut every statement."""
+    value = _int(env, name, default, 0, PG_MAX_MS)
+    if 0 < value < MIN_TIMEOUT_MS:
+        raise SettingError(f"{name} must be 0 (none) or at least {MIN_TIMEOUT_MS} (milliseconds), got {value}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.001,
            maximum: float = 7 * 24 * 3600) -> float:
     return _number(env, name, default, float, "a number", minimum, maximum)
@@ -118,6 +127,7 @@ SENTINEL_SCHEMES = ("sentinel", "sentinels")  # the second with TLS, as rediss:/
 POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PG_MAX_MS = 2_147_483_647  # the largest timeout PostgreSQL takes, in milliseconds (INT_MAX)
+MIN_TIMEOUT_MS = 100
 
 
 def _log_level(env: Mapping[str, str], name: str) -> str:
@@ -326,11 +336,11 @@ class Settings:
             # 10 s: the service's statements take milliseconds; longer is a wait for a lock. Above the
             # migrations' 5 s lock_timeout, so requests queued behind a migration waiting for its lock
             # ride it out; far below a load balancer's 60 s, so the client gets our 503, not its 504.
-            database_statement_timeout_ms=_int(env, "DATABASE_STATEMENT_TIMEOUT_MS", 10_000, 0, PG_MAX_MS),
+            database_statement_timeout_ms=_timeout_ms(env, "DATABASE_STATEMENT_TIMEOUT_MS", 10_000),
             # 60 s: no transaction of ours waits on anything but the database for more than a Redis
             # timeout (ENQUEUE_TIMEOUT_S); idle longer, it is a bug or a stopped process holding locks.
-            database_idle_in_transaction_timeout_ms=_int(env, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000,
-                                                         0, PG_MAX_MS),
+            database_idle_in_transaction_timeout_ms=_timeout_ms(env, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                                                                 60_000),
             migration_database_url=_service_url("MIGRATION_DATABASE_URL", _secret(env, "MIGRATION_DATABASE_URL"),
                                                 POSTGRES_SCHEMES),
         )

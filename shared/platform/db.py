@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import select
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -73,8 +74,9 @@ def timeout_options(url: str, settings: Settings) -> dict[str, str]:
         ("idle_in_transaction_session_timeout", settings.database_idle_in_transaction_timeout_ms)) if ms]
     if not ours:
         return {}
-    given = make_url(sqlalchemy_url(url)).query.get("options")
-    given = [given] if isinstance(given, str) else list(given or ())
+    # Given `options`, libpq ignores PGOPTIONS: those of the URL, else the environment's, go first.
+    given = make_url(sqlalchemy_url(url)).query.get("options") or os.environ.get("PGOPTIONS") or ()
+    given = [given] if isinstance(given, str) else list(given)
     return {"options": " ".join([*given, *ours])}
 
 
@@ -90,8 +92,9 @@ def _check_timeouts_applied(expected_ms: int):
 
     def check(dbapi_connection, record) -> None:
         with dbapi_connection.cursor() as cursor:
-            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
-            applied = cursor.fetchone()[0] == str(expected_ms)
+            # Set by the client, not only equal: a role's or a database's own 10 s would pass for ours.
+            cursor.execute("SELECT setting, source FROM pg_settings WHERE name = 'statement_timeout'")
+            applied = cursor.fetchone() == (str(expected_ms), "client")
         dbapi_connection.rollback()  # the read began a transaction; the pool expects none
         record.info[OWN_STATEMENT_TIMEOUT] = applied
         if not applied and not warned:
@@ -128,10 +131,11 @@ def untimed_autocommit(engine: Engine | None = None) -> Iterator[Connection]:
         try:
             yield connection
         finally:
-            try:
-                connection.exec_driver_sql("RESET statement_timeout")
-            except DBAPIError:
-                connection.invalidate()  # never back to the pool without its timeout
+            if not connection.invalidated:  # a lost connection goes back to no pool: nothing to reset
+                try:
+                    connection.exec_driver_sql("RESET statement_timeout")
+                except SQLAlchemyError:
+                    connection.invalidate()  # never back to the pool without its timeout
 
 
 def _idle_and_open(dbapi_connection) -> bool:
@@ -165,6 +169,20 @@ def _check_on_checkout(dbapi_connection, record, proxy) -> None:
         raise InvalidatePoolError("the pooled connection was closed by the server")
 
 
+def _idle_kill_is_a_lost_connection(context):
+    """The server ends a session left idle in a transaction (DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS)
+    with SQLSTATE 25P03, which the DBAPI files under InternalError: to its owner it is a lost
+    connection like any other (replaced, the request a 503, the task retried), not a bug of the
+    statement that found it."""
+    import psycopg.errors
+
+    if isinstance(context.original_exception, psycopg.errors.IdleInTransactionSessionTimeout):
+        context.is_disconnect = True
+        return OperationalError(context.statement, context.parameters, context.original_exception,
+                                connection_invalidated=True)
+    return None
+
+
 def make_engine(url: str, settings: Settings | None = None) -> Engine:
     """The pool checks each connection it hands out without pool_pre_ping's round trip (a SELECT 1
     on every checkout, one more round trip per request than the request's own): a connection the
@@ -180,6 +198,7 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
         connect_args={**connect_args(settings), **timeout_options(url, settings)},
     )
     event.listen(engine, "checkout", _check_on_checkout)
+    event.listen(engine, "handle_error", _idle_kill_is_a_lost_connection)
     if settings.database_statement_timeout_ms:
         event.listen(engine, "connect", _check_timeouts_applied(settings.database_statement_timeout_ms))
     return engine
