@@ -34,16 +34,16 @@ class CreateRateLimit:
         """Count one create; raise TooManyRequests when a window is full. Redis being down does not
         stop creates (they are accepted while Redis is down), so the limit fails open then."""
         try:
-            full = LATCH.call(self._full_window, account_sid)
+            retry_after_s = LATCH.call(self._retry_after_s, account_sid)
         except RedisDown:
             return
         except Exception:
             log.warning("rate limit unavailable; letting the create through", exc_info=True)
             return
-        if full is not None:
-            raise TooManyRequests(full)
+        if retry_after_s is not None:
+            raise TooManyRequests(retry_after_s)
 
-    def _full_window(self, account_sid: str) -> int | None:
+    def _retry_after_s(self, account_sid: str) -> int | None:
         """Count one create in every window; the seconds until the first full one frees, or None."""
         for item in self.items:
             if not self.limiter.hit(item, "create", account_sid):

@@ -34,10 +34,11 @@ def workers(timeout_s: float = 1.0) -> list[dict]:
 
 def _scanning_session() -> Session:
     """A session for an operator's look over whole tables (counts by status, a purge's selection): on
-    a big install they take longer than a request may, so without the statement timeout. Reads only:
-    they wait for no lock a writer holds."""
+    a big install they take longer than a request may, so without the statement timeout. Reads wait
+    for no writer, only for a table's exclusive lock (a migration's DDL, a LOCK TABLE): 5 s at most."""
     session = Session(get_engine())
     lift_statement_timeout(session.connection())
+    session.execute(text("SET LOCAL lock_timeout = '5s'"))
     return session
 
 

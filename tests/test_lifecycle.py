@@ -57,6 +57,17 @@ def test_the_transition_table_is_exactly_the_spec():
     assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == ALLOWED
 
 
+def test_the_workers_statements_are_held_to_the_table():
+    from shared.summaries.lifecycle import _status_move
+
+    for expected, target in itertools.product(SummaryStatus, SummaryStatus):
+        if (expected, target) in ALLOWED:
+            assert f"status = '{expected.value}'" in str(_status_move(expected, target))
+        else:
+            with pytest.raises(IllegalTransition):
+                _status_move(expected, target)
+
+
 @pytest.mark.parametrize("current, target", list(itertools.product(SummaryStatus, SummaryStatus)))
 def test_every_transition_is_allowed_or_refused_as_the_spec_says(engine, account, current, target):
     sid = insert_summary(engine, account, current)

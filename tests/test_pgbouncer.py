@@ -376,6 +376,7 @@ def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(
                                   auth=(account.sid, account.auth_token))
             waited = time.monotonic() - started
         assert blocked.status == 503 and blocked.headers["Retry-After"] == "5", blocked.body
+        assert "rolled back" in blocked.json["message"], blocked.body  # the timeout's 503, not the pool's
         assert role_statement_timeout <= waited < role_statement_timeout + 3, waited
 
         calls = "".join(f"CA{i:032x},{account.sid},2024-01-03T10:00:00Z\n" for i in range(3))

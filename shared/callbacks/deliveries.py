@@ -1,7 +1,9 @@
 """The one writer of `callback_deliveries` and `callback_attempts`: the outbox row written when a
 summary finishes, the worker's claim and settlement of each attempt, a postponement, the sweeper's
 scan for due deliveries and an operator's redelivery. Every state change is checked against
-shared.callbacks.state and made by a guarded UPDATE, so a repeated message changes nothing.
+shared.callbacks.state and made by a guarded UPDATE, so a repeated message changes nothing; the
+one unguarded write is the outbox row's upsert, whose conflict is always a new event (a summary
+finished again after an operator's retry) replacing the old one, from any state.
 
 A message is only ever sent after the transaction that made the delivery due commits.
 """
@@ -30,16 +32,16 @@ class IllegalTransition(ValueError):
     """Raised when code asks for a delivery state change the table does not allow."""
 
 
-_ADDED_COLUMNS = ("summary_sid", "account_sid", "url", "host", "method", "params", "idempotency_token",
+_DELIVERY_COLUMNS = ("summary_sid", "account_sid", "url", "host", "method", "params", "idempotency_token",
                   "attempt_limit", "state")
 # A summary has one delivery row, for its latest event. A conflict is a summary that finished again
 # after an operator's retry of its failure: the new event replaces the old one (new parameters and
 # token, pending again with a fresh budget; the attempt numbers go on, so the history keeps both).
-# Text, built once: a statement built per summary cost more CPU than running it, and PostgreSQL's
-# insert with ON CONFLICT has no cache key (compiled on every use).
-_ADD = text(f"""
-INSERT INTO callback_deliveries AS d ({', '.join(_ADDED_COLUMNS)})
-VALUES ({', '.join(':' + column for column in _ADDED_COLUMNS)})
+# Text, built once: a statement built per summary cost more CPU than running it, and SQLAlchemy's
+# postgresql.insert() with ON CONFLICT has no cache key (compiled on every use).
+_UPSERT_DELIVERY = text(f"""
+INSERT INTO callback_deliveries AS d ({', '.join(_DELIVERY_COLUMNS)})
+VALUES ({', '.join(':' + column for column in _DELIVERY_COLUMNS)})
 ON CONFLICT (summary_sid) DO UPDATE SET url = excluded.url, host = excluded.host, method = excluded.method,
     params = excluded.params, idempotency_token = excluded.idempotency_token, state = excluded.state,
     attempt_limit = d.attempts + excluded.attempt_limit, next_attempt_at = now(), leased_until = NULL,
@@ -60,7 +62,7 @@ def add(db, summary, max_attempts: int) -> bool:
     StatusCallback."""
     if summary is None or not summary.status_callback:
         return False
-    db.execute(_ADD, dict(
+    db.execute(_UPSERT_DELIVERY, dict(
         summary_sid=summary.sid, account_sid=summary.account_sid, url=summary.status_callback,
         host=(urlsplit(summary.status_callback).hostname or "").lower(), method=summary.status_callback_method,
         params=event_params(summary), idempotency_token=uuid.uuid4().hex, attempt_limit=max_attempts,

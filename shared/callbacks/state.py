@@ -12,7 +12,8 @@ class DeliveryState(str, enum.Enum):
 
 
 # pending -> pending is a retry scheduled (or an attempt postponed); delivered or failed -> pending
-# is an operator's redelivery, the only way out of a final state.
+# is an operator's redelivery of the same event, or a new event replacing the old one when a summary
+# an operator retried finishes again (deliveries.add): the only ways out of a final state.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
     DeliveryState.PENDING: frozenset({DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.FAILED}),
     DeliveryState.DELIVERED: frozenset({DeliveryState.PENDING}),

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PAUSE_S = 5.0
 # Failed calls in a row that make an outage: not one read timeout in a blip (which would lift every
 # account's create limit for the pause), but no more than a second create waiting for a dead Redis.
-FAILURES = 2
+FAILURES_TO_OPEN = 2
 # Redis absent, unreachable, still loading, or no master known to the sentinels; not a refused
 # command (a script error says nothing about Redis being there).
 OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
@@ -46,7 +46,7 @@ class RedisDown(Exception):
 
 
 class OutageLatch:
-    def __init__(self, pause_s: float = PAUSE_S, failures: int = FAILURES, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, pause_s: float = PAUSE_S, failures: int = FAILURES_TO_OPEN, clock: Callable[[], float] = time.monotonic):
         self.pause_s, self.failures, self._clock = pause_s, failures, clock
         self._lock = threading.Lock()
         self._failed_in_a_row = 0
