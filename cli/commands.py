@@ -15,7 +15,7 @@ from cli.imports import ImportFailed, import_calls, import_feedback
 from cli.seed import seed as seed_account
 from shared.models import Account
 from shared.platform.config import get_settings
-from shared.platform.db import database_url, get_engine
+from shared.platform.db import database_url, error_line, get_engine
 from shared.safe_text import safe
 
 
@@ -49,7 +49,7 @@ def migrate(args: argparse.Namespace) -> None:
     except (MigrationBlocked, ValueError, AlembicError) as error:
         raise CommandError(str(error)) from None
     except SQLAlchemyError as error:  # one line, as every command failure: its first line says what
-        raise CommandError(str(getattr(error, "orig", None) or error).strip().splitlines()[0]) from None
+        raise CommandError(error_line(error)) from None
     if deferred:
         print(f"migrations applied, except {', '.join(deferred)}: once no process of the previous release runs, "
               "apply them with `summaries migrate --contract`")

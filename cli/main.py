@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 def _database_failure(error) -> str:
     import psycopg.errors
 
-    from shared.platform.db import statement_cancelled
+    from shared.platform.db import error_line, statement_cancelled
     from shared.safe_text import safe
 
-    reason = safe(str(error.orig).strip().splitlines()[0] if error.orig else str(error))
+    reason = safe(error_line(error))
     if isinstance(error.orig, psycopg.errors.LockNotAvailable):
         return (f"the database cancelled a statement ({reason}): it waited too long for a lock another "
                 "transaction holds (see pg_locks), and its transaction was rolled back. Run it again once that "

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 import shared
 from shared.migrations.rolling import UNLIMITED
 from shared.platform.config import get_settings
-from shared.platform.db import database_url, sqlalchemy_url
+from shared.platform.db import database_url, error_line, sqlalchemy_url
 
 # The revisions live beside the schema they change (shared/models.py); only this command applies them.
 MIGRATIONS_DIR = Path(shared.__file__).parent / "migrations"
@@ -137,7 +137,7 @@ def _upgrade(locked, config, revision, contract, lock_timeout, attempts, backoff
             if not isinstance(error.orig, LockNotAvailable):
                 raise
             at = _revision_on(locked)
-            reason = str(error.orig).strip().splitlines()[0]
+            reason = error_line(error)
             if attempt == attempts:
                 raise MigrationBlocked(f"the revision after {at or 'none'} waited more than {lock_timeout} for a "
                                        f"lock {attempts} times ({reason}); the database stays at {at or 'none'}: "

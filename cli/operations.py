@@ -32,13 +32,15 @@ def workers(timeout_s: float = 1.0) -> list[dict]:
             for name in sorted(answered)]
 
 
+LOCK_TIMEOUT = "5s"  # the longest an operator's command waits for a lock
+
+
 def _scanning_session() -> Session:
     """A session for an operator's look over whole tables (counts by status, a purge's selection): on
     a big install they take longer than a request may, so without the statement timeout. Reads wait
     for no writer, only for a table's exclusive lock (a migration's DDL, a LOCK TABLE): 5 s at most."""
     session = Session(get_engine())
-    lift_statement_timeout(session.connection())
-    session.execute(text("SET LOCAL lock_timeout = '5s'"))
+    lift_statement_timeout(session.connection(), LOCK_TIMEOUT)
     return session
 
 
@@ -143,8 +145,8 @@ def purgeable(older_than_days: float) -> list[str]:
 def purge(sids: list[str]) -> int:
     """Delete these failed summaries (their events and deliveries go with them)."""
     with get_engine().begin() as connection:
-        connection.execute(text("SET LOCAL lock_timeout = '5s'"))
-        lift_statement_timeout(connection)  # its waits are bounded; deleting a year of failures may take long
+        # Deleting a year of failures may take long; waiting for a lock may not.
+        lift_statement_timeout(connection, LOCK_TIMEOUT)
         # One array parameter: an IN list binds one per SID, and a protocol message holds 65,535.
         return connection.execute(text("DELETE FROM feedback_summaries WHERE sid = ANY(:sids) AND status = 'failed'"),
                                   {"sids": list(sids)}).rowcount

@@ -149,15 +149,21 @@ def test_a_summary_deleted_while_it_is_computed_is_not_recreated(engine, account
     assert row(engine, sid) is None
 
 
-def test_a_permanent_error_fails_the_summary_and_keeps_the_reason(engine, account, monkeypatch, compute_summary):
+def computed_with_an_error(engine, account, monkeypatch, compute_summary, message: str) -> dict:
+    """The summary's row after a computation that raised ValueError(message)."""
     sid = insert_summary(engine, account)
 
     def broken(*args, **kwargs):
-        raise ValueError("division by zero in a place nobody expected")
+        raise ValueError(message)
 
     monkeypatch.setattr(rollups, "compute", broken)
     compute_summary.apply(args=[sid])
-    failed = row(engine, sid)
+    return row(engine, sid)
+
+
+def test_a_permanent_error_fails_the_summary_and_keeps_the_reason(engine, account, monkeypatch, compute_summary):
+    failed = computed_with_an_error(engine, account, monkeypatch, compute_summary,
+                                    "division by zero in a place nobody expected")
     assert failed["status"] == "failed"
     assert failed["failure_reason"] == "ValueError: division by zero in a place nobody expected"
     assert failed["lease_expires_at"] is None
@@ -165,14 +171,8 @@ def test_a_permanent_error_fails_the_summary_and_keeps_the_reason(engine, accoun
 
 def test_a_failure_whose_reason_postgresql_cannot_hold_still_fails_the_summary(engine, account, monkeypatch,
                                                                                compute_summary):
-    sid = insert_summary(engine, account)
-
-    def broken(*args, **kwargs):
-        raise ValueError("bad byte \x00 and an escape \x1b]52;c;x\x07")
-
-    monkeypatch.setattr(rollups, "compute", broken)
-    compute_summary.apply(args=[sid])
-    failed = row(engine, sid)
+    failed = computed_with_an_error(engine, account, monkeypatch, compute_summary,
+                                    "bad byte \x00 and an escape \x1b]52;c;x\x07")
     assert failed["status"] == "failed"
     assert failed["failure_reason"] == "ValueError: bad byte \\x00 and an escape \\x1b]52;c;x\\x07"
 

@@ -17,7 +17,7 @@ from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from shared.platform.db import get_engine, lift_statement_timeout, statement_cancelled, untimed_autocommit
+from shared.platform.db import error_line, get_engine, lift_statement_timeout, statement_cancelled, untimed_autocommit
 from worker.celery_app import app
 from worker.rollups import FEEDBACK_COLUMNS, FEEDBACK_DELTA_SUMS
 
@@ -56,11 +56,10 @@ SELECT count(*) FROM moved""")
 def fold_batch(connection: Connection, limit: int = BATCH_ROWS) -> int | None:
     """Fold up to `limit` rows of each delta table in the caller's transaction; the rows folded,
     or None when another folder holds the lock (then nothing is done)."""
-    locked = text("SELECT pg_try_advisory_xact_lock(:key), set_config('lock_timeout', :lock_timeout, true)")
-    if not connection.execute(locked, {"key": LOCK_KEY, "lock_timeout": LOCK_TIMEOUT}).scalar():
+    if not connection.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}):
         return None
     # A backlog's batch (an import of millions) may take seconds; the process's timeout is a request's.
-    lift_statement_timeout(connection)
+    lift_statement_timeout(connection, LOCK_TIMEOUT)
     moved = connection.scalar(FOLD_CALLS, {"limit": limit})
     return moved + connection.scalar(FOLD_FEEDBACK, {"limit": limit})
 
@@ -100,7 +99,7 @@ def _vacuum() -> None:
         if not statement_cancelled(error):
             raise
         log.warning("VACUUM of the rollup deltas cut short by a statement_timeout; the next one goes on (%s)",
-                    str(error.orig).strip().splitlines()[0])
+                    error_line(error))
 
 
 @app.task(name=FOLD, acks_late=True, ignore_result=True)

@@ -12,7 +12,7 @@ import select
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import InvalidatePoolError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 # statement cancelled for waiting too long (statement_cancelled below, an OperationalError too): worth
 # waiting for and trying again. Anything else will not fix itself.
 TRANSIENT_ERRORS = (OperationalError, PoolTimeout)
+
+
+def error_line(error: BaseException) -> str:
+    """The first line of the database's own message (SQLAlchemy's wrapper adds the statement and a
+    link), or of the error's when there is none: what a one-line report or log needs."""
+    message = str(getattr(error, "orig", None) or error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
 
 
 def statement_cancelled(error: BaseException) -> bool:
@@ -108,12 +115,17 @@ def _check_timeouts_applied(expected_ms: int):
     return check
 
 
-def lift_statement_timeout(connection: Connection) -> None:
+def lift_statement_timeout(connection: Connection, lock_timeout: str | None = None) -> None:
     """No statement timeout for the rest of the connection's transaction: for work that is long by
-    design (a bulk load, a fold of a backlog, a purge), never for a request's. SET LOCAL: it ends with
+    design (a bulk load, a fold of a backlog, a purge), never for a request's. With `lock_timeout`
+    ("5s"), a wait for a lock is still bounded, by that. Transaction-local (SET LOCAL): it ends with
     the transaction, so it holds on whichever server connection a PgBouncer lent the transaction and
     reaches no other client; it lifts a role's timeout as well as ours."""
-    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    if lock_timeout is None:
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    else:  # both in one round trip
+        connection.execute(text("SELECT set_config('statement_timeout', '0', true), "
+                                "set_config('lock_timeout', :lock_timeout, true)"), {"lock_timeout": lock_timeout})
 
 
 @contextlib.contextmanager
