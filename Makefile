@@ -41,7 +41,10 @@ $(TWILIO9_INSTALLED): clients/python/pyproject.toml clients/python/twilio_feedba
 run: $(INSTALLED) ## start API, worker and scheduler (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set)
 	$(BIN)/summaries up --demo
 
+# As root with apt-get, the Debian programs some tests run (tests/debian-programs.txt) are installed
+# first; elsewhere those tests are skipped with a reason naming the package.
 test: $(INSTALLED) $(TWILIO9_INSTALLED) ## run the tests (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)
+	@bash .ci/install-test-programs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(INSTALLED) ## the tests that start no processes (a few minutes at most)

@@ -24,6 +24,7 @@ from cli.migrate import upgrade
 from shared.platform import db, queue  # noqa: E402
 from shared.platform.config import get_settings
 from shared.platform.embedded import EmbeddedRedis, postgres_url
+from tests.processes import RUNNING, stop_all
 from tests.support import TABLES, WsgiClient
 
 
@@ -33,6 +34,25 @@ def _reset_caches() -> None:
     for cached in (get_settings, db.get_engine, db.get_sessionmaker, queue.get_celery, queue.get_redis,
                    secrets.cipher):
         cached.cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_every_server_at_the_end():
+    """What a module or session fixture started and did not stop (it failed before its finalizer)."""
+    yield
+    stop_all(set(RUNNING))
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started():
+    """Every server or worker the test started is stopped when it ends, passed, failed or errored:
+    a process it left behind would hold ports and eat the cores of the tests after it. The ones
+    started before (by module fixtures) are theirs to stop."""
+    before = set(RUNNING)
+    yield
+    left = set(RUNNING) - before
+    problems = stop_all(left)
+    assert not problems, f"could not stop what the test started: {problems}"
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,35 @@ from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Every server or worker a test starts, until it is stopped: conftest's finalizers stop what a test
+# (or, at the end of the run, a fixture) left running, whatever the outcome. Keyed by id: the
+# objects need not be hashable.
+RUNNING: dict[int, object] = {}
+
+
+def running(thing):
+    """Register something with a stop() that a finalizer must call if nothing else does."""
+    RUNNING[id(thing)] = thing
+    return thing
+
+
+def stopped(thing) -> None:
+    RUNNING.pop(id(thing), None)
+
+
+def stop_all(keys) -> list[str]:
+    """Stop the registered things under `keys`; what could not be stopped, in words."""
+    problems = []
+    for key in list(keys):
+        thing = RUNNING.pop(key, None)
+        if thing is None:
+            continue
+        try:
+            thing.stop()
+        except Exception as error:  # the others must still be stopped
+            problems.append(f"{thing!r}: {error!r}")
+    return problems
+
 
 def summaries_cli(*args: str, stdin: str | None = None, env: dict | None = None,
                   **run) -> subprocess.CompletedProcess:
@@ -46,6 +75,7 @@ class Process:
         self._log = open(self.log_path, "wb")
         self.popen = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
+        running(self)
 
     @property
     def pid(self) -> int:
@@ -73,6 +103,10 @@ class Process:
         if self.popen.poll() is None:
             self.kill(signal.SIGTERM)
         self._log.close()
+        stopped(self)
+
+    def __repr__(self) -> str:
+        return f"<Process {self.name} pid {self.popen.pid}>"
 
 
 def gunicorn(log_dir: Path, workers: int = 1, env: dict | None = None) -> tuple[Process, str]:

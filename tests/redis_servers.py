@@ -1,6 +1,8 @@
 """Redis servers of a test's own, beside the machine's: one over TLS with a CA the test made, and a
 master, a replica and three sentinels. Debian's redis-server (built with TLS), all child processes
-on free loopback ports, nothing kept on disk."""
+on free loopback ports, nothing kept on disk. A sentinel is the same binary with --sentinel: no
+redis-sentinel package needed. Whatever happens, every server started is stopped: a constructor that
+fails stops what it had started, and the fixtures stop the rest in a finalizer."""
 
 from __future__ import annotations
 
@@ -14,11 +16,10 @@ from pathlib import Path
 
 import redis
 
-from tests.processes import wait_for
+from tests.processes import running, stopped, wait_for
 from tests.support import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-REDIS_SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
 MASTER = "cfs-test"
 
 
@@ -73,22 +74,40 @@ def _listening(port: int) -> bool:
 
 
 class Servers:
-    """Child processes, torn down together."""
+    """Child processes, torn down together. Subclasses start theirs in `_start`: if that fails
+    halfway, the servers it had started are stopped before the error goes on."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, *args, **kwargs):
         self.work, self.processes = work, {}
+        running(self)
+        try:
+            self._start(*args, **kwargs)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop()
 
     def start(self, name: str, command: list[str], port: int) -> None:
         log = open(self.work / f"{name}.log", "wb")
-        self.processes[name] = subprocess.Popen(command, cwd=self.work, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        try:
+            self.processes[name] = subprocess.Popen(command, cwd=self.work, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
         wait_for(lambda: self.processes[name].poll() is None and _listening(port), 10, 0.05, f"{name} to listen")
 
     def kill(self, name: str) -> None:
         process = self.processes[name]
         if process.poll() is None:
             process.kill()  # SIGKILL, as a crash: every connection cut at once
-            process.wait(10)
+        process.wait(10)
 
     def log(self, name: str) -> str:
         return (self.work / f"{name}.log").read_text(errors="replace")
@@ -96,11 +115,16 @@ class Servers:
     def stop(self) -> None:
         for name in self.processes:
             self.kill(name)
+        stopped(self)
 
 
 def _redis(port_args: list[str], work: Path, *extra: str) -> list[str]:
     return [REDIS_SERVER, *port_args, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(work),
             *extra]
+
+
+def _sentinel(config: Path) -> list[str]:
+    return [REDIS_SERVER, str(config), "--sentinel"]
 
 
 def _tls_args(certs: dict[str, Path]) -> list[str]:
@@ -112,8 +136,8 @@ class TlsRedis(Servers):
     """A Redis that speaks only TLS, with a certificate of a CA no trust store knows; and, on asking,
     a sentinel over TLS watching it."""
 
-    def __init__(self, work: Path):
-        super().__init__(work)
+    def _start(self) -> None:
+        work = self.work
         self.certs = make_certificates(work)
         self.port = free_port()
         # Also on 127.0.0.2, an address the certificate does not name.
@@ -129,7 +153,7 @@ class TlsRedis(Servers):
         tls = " ".join(_tls_args(self.certs)).replace("--", "\n").strip()
         config.write_text(f"port 0\ntls-port {port}\nbind 127.0.0.1\ndir {self.work}\n{tls}\ntls-replication yes\n"
                           f"sentinel monitor {MASTER} 127.0.0.1 {self.port} 1\n")
-        self.start("sentinel-tls", [REDIS_SENTINEL, str(config)], port)
+        self.start("sentinel-tls", _sentinel(config), port)
         return port
 
 
@@ -144,7 +168,10 @@ class SentinelRedis(Servers):
     SENTINELS = 3
 
     def __init__(self, work: Path, redis_password: str | None = None, sentinel_password: str | None = None):
-        super().__init__(work)
+        super().__init__(work, redis_password, sentinel_password)
+
+    def _start(self, redis_password: str | None, sentinel_password: str | None) -> None:
+        work = self.work
         self.redis_password, self.sentinel_password = redis_password, sentinel_password
         self.ports = {"redis-a": free_port(), "redis-b": free_port()}
         self.sentinel_ports = [free_port() for _ in range(self.SENTINELS)]
@@ -164,7 +191,7 @@ class SentinelRedis(Servers):
                               f"sentinel failover-timeout {MASTER} 3000\n"
                               + (f"sentinel auth-pass {MASTER} {redis_password}\n" if redis_password else "")
                               + (f"requirepass {sentinel_password}\n" if sentinel_password else ""))
-            self.start(f"sentinel-{index}", [REDIS_SENTINEL, str(config)], port)
+            self.start(f"sentinel-{index}", _sentinel(config), port)
         wait_for(self.ready, 20, 0.2, "the sentinels to know the replica and each other")
 
     def url(self, db: int = 0, sentinels: int = SENTINELS) -> str:

@@ -7,10 +7,13 @@ import contextlib
 import datetime as dt
 import io
 import json
+import shutil
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -20,6 +23,35 @@ from shared.models import Account, Call, CallFeedback
 from shared.platform.embedded import free_port  # noqa: F401  (the tests take it from here)
 
 TABLES = ("summary_events", "daily_calls", "daily_feedback", "calls_rollup_deltas", "feedback_rollup_deltas", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_feedback", "calls", "accounts")
+
+
+DEBIAN_PROGRAMS = dict(line.split()[:2] for line in (Path(__file__).parent / "debian-programs.txt").read_text().splitlines()
+                       if line.strip() and not line.startswith("#"))
+
+
+def debian_program(program: str) -> str | None:
+    """Where a program of tests/debian-programs.txt is (root's PATH has /usr/sbin, others' may not)."""
+    assert program in DEBIAN_PROGRAMS, f"add {program} to tests/debian-programs.txt"
+    return next((path for path in (shutil.which(program), f"/usr/sbin/{program}", f"/usr/bin/{program}")
+                 if path and Path(path).is_file()), None)
+
+
+def _missing(program: str) -> str:
+    return f"{program} is not installed: apt-get install {DEBIAN_PROGRAMS[program]} (Debian)"
+
+
+def needs_debian_program(program: str) -> pytest.MarkDecorator:
+    """Skip unless the program is there, naming the package that brings it (.ci/run installs it, so
+    CI never skips these: .ci/check-skips fails the run if it does)."""
+    return pytest.mark.skipif(debian_program(program) is None, reason=_missing(program))
+
+
+def require_debian_program(program: str) -> str:
+    """The program's path, or skip the test (or the fixture's tests) as needs_debian_program does."""
+    path = debian_program(program)
+    if path is None:
+        pytest.skip(_missing(program))
+    return path
 
 
 @dataclass

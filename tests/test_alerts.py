@@ -1,15 +1,15 @@
-"""docs/alerts.yml: every metric its rules use is one the service exports, and promtool (where
-installed: Debian's prometheus package) accepts the file."""
+"""docs/alerts.yml: every metric its rules use is one the service exports, and promtool (Debian's
+prometheus package, which .ci/run installs) accepts the file."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.support import debian_program, needs_debian_program
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "docs" / "alerts.yml"
@@ -27,7 +27,7 @@ def test_every_alert_uses_an_exported_metric():
             (rule["alert"], used - exported)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+@needs_debian_program("promtool")
 def test_promtool_accepts_the_rules():
-    result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
+    result = subprocess.run([debian_program("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -117,18 +117,21 @@ def test_a_bad_setting_stops_a_command_with_one_line(tmp_path):
                      "DATABASE_STATEMENT_TIMEOUT_MS")
 
 
+PROCFILE_COMMANDS = {
+    "web": processes.web("127.0.0.1:0"),
+    "worker": processes.worker("worker"),
+    "callbacks": processes.worker("callbacks"),
+    "scheduler": processes.scheduler("/tmp/never-written"),
+}
+READS_TOKENS = ("web", "callbacks")  # the others need no AUTH_TOKEN_KEYS
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name, command", [
-    ("web", processes.web("127.0.0.1:0")),
-    ("worker", processes.worker("worker")),
-    ("callbacks", processes.worker("callbacks")),
-    ("scheduler", processes.scheduler("/tmp/never-written")),
-])
-@pytest.mark.parametrize("missing", ["DATABASE_URL", "REDIS_URL", "AUTH_TOKEN_KEYS"])
-def test_every_procfile_process_refuses_to_start_without_what_it_needs(tmp_path, name, command, missing):
-    needs_keys = name in ("web", "callbacks")
-    if missing == "AUTH_TOKEN_KEYS" and not needs_keys:
-        pytest.skip(f"{name} reads no tokens")
+@pytest.mark.parametrize("name, missing", [
+    (name, missing) for name in PROCFILE_COMMANDS for missing in ("DATABASE_URL", "REDIS_URL", "AUTH_TOKEN_KEYS")
+    if missing != "AUTH_TOKEN_KEYS" or name in READS_TOKENS])
+def test_every_procfile_process_refuses_to_start_without_what_it_needs(tmp_path, name, missing):
+    command = PROCFILE_COMMANDS[name]
     env = _env(tmp_path, drop=(missing,), **{k: v for k, v in SERVERS.items() if k != missing})
     result = subprocess.run(processes.python_m(command), cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)

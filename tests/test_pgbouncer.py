@@ -29,14 +29,21 @@ from sqlalchemy.exc import DBAPIError
 
 from shared.platform import db
 from shared.platform.config import SettingError, Settings, get_settings
-from tests.processes import summaries_cli, wait_for
-from tests.support import basic, feedback_path, free_port, lock_held, make_account, make_calls, summaries_path
+from tests.processes import running, stopped, summaries_cli, wait_for
+from tests.support import (
+    basic,
+    debian_program,
+    feedback_path,
+    free_port,
+    lock_held,
+    make_account,
+    make_calls,
+    require_debian_program,
+    summaries_path,
+)
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+PGBOUNCER = debian_program("pgbouncer")
 SERVER_POOL = 2  # server connections per database and user: fewer than the clients, so they are shared
-
-pytestmark = pytest.mark.skipif(not os.access(PGBOUNCER, os.X_OK), reason="pgbouncer is not installed")
-
 
 class PgBouncer:
     """A PgBouncer of the test's own in a temporary directory, in front of `upstream`'s database,
@@ -74,7 +81,12 @@ query_wait_timeout = 15
         command = [PGBOUNCER, *(["-u", "nobody"] if os.geteuid() == 0 else []), str(self.dir / "pgbouncer.ini")]
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._listening, 10, 0.05, "pgbouncer to listen")
+        running(self)
+        try:
+            wait_for(self._listening, 10, 0.05, "pgbouncer to listen")
+        except BaseException:
+            self.stop()
+            raise
         self.url = f"postgresql://{quote(self.user)}@127.0.0.1:{self.port}/{quote(self.dbname)}"
 
     def _listening(self) -> bool:
@@ -94,14 +106,21 @@ query_wait_timeout = 15
         return [row for row in self.show(what) if row["database"] == self.dbname]
 
     def stop(self) -> None:
-        self.popen.terminate()
-        self.popen.wait(10)
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
+        stopped(self)
 
 
 @pytest.fixture(scope="module")
 def upstream(service_urls) -> str:
-    """The test database, for a PgBouncer to stand in front of."""
+    """The test database, for a PgBouncer to stand in front of; and PgBouncer itself installed."""
+    require_debian_program("pgbouncer")
     if (conninfo_to_dict(service_urls["database"]).get("host") or "/").startswith("/"):
         # PgBouncer runs as `nobody` (it refuses root) and cannot open the embedded server's private
         # socket directory: these tests need TEST_DATABASE_URL on TCP, as .ci/run gives them.
@@ -112,8 +131,10 @@ def upstream(service_urls) -> str:
 @pytest.fixture(scope="module")
 def pgbouncer(upstream):
     bouncer = PgBouncer(upstream)
-    yield bouncer
-    bouncer.stop()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 # As docs/pgbouncer.md says to configure a process behind PgBouncer: it sends no `options` (the

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from shared.platform.embedded import _answers_ping, _redis_binary
-from tests.processes import celery_beat, celery_worker, wait_for
+from tests.processes import celery_beat, celery_worker, running, wait_for
 from tests.receiver import Receiver, Reply
 from tests.support import free_port, make_account, make_calls, summaries_path
 from tests.test_callbacks import WORKER_ENV, settled
@@ -34,6 +34,7 @@ class PrivateRedis:
         self.process = subprocess.Popen([_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                          "--appendonly", "no", "--dir", str(self.work)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        running(self)  # stopped (killed) by the test, or by a finalizer if the test fails first
         wait_for(lambda: _answers_ping(self.port), 10, 0.05, "redis to start")
 
     def stop(self) -> None:
