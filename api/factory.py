@@ -12,7 +12,7 @@ from shared.platform.logs import configure_logging
 
 def create_app(settings: Settings | None = None) -> App:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     rate_limit = CreateRateLimit(queue.broker_url(settings), settings)
     return App(Services(

@@ -10,7 +10,7 @@ Nothing here may import psycopg (nor SQLAlchemy's engine): psycopg cooperates wi
 it is first imported after the worker has patched the standard library, so never run with --preload.
 """
 
-from shared.platform import metrics
+from shared.platform import logs, metrics
 from shared.platform.config import check_or_exit, get_settings
 
 # In the master, before any worker: a bad setting stops the server with one line, not a worker
@@ -27,19 +27,14 @@ keepalive = get_settings().request_header_timeout_s
 # Twilio's format (api/app.py).
 limit_request_line = 8190
 
-# Our application logs one JSON line per request, with its request id; gunicorn's own lines are JSON too.
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter",
-                            "fmt": "{asctime}{levelname}{name}{message}", "style": "{",
-                            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-    "root": {"level": "INFO", "handlers": ["stderr"]},
-    "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-                # The application's own `request` line replaces the access log: it has the request id.
-                "gunicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False}},
-}
+# Our application logs one line per request, with its request id; gunicorn's own lines take the same
+# format (LOG_FORMAT: JSON, or text for a person at a terminal).
+logconfig_dict = logs.gunicorn_logconfig("INFO", get_settings().log_format)
+
+# gunicorn 27 opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl): a second master
+# on the machine (another checkout, the bench's baselines) takes it over from the first. Nothing here
+# uses it; every master does without.
+control_socket_disable = True
 
 
 def child_exit(server, worker):

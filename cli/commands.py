@@ -41,7 +41,7 @@ def migrate(args: argparse.Namespace) -> None:
     from shared.platform.logs import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.log_level)  # the retries and deferrals are logged
+    configure_logging(settings.log_level, settings.log_format)  # the retries and deferrals are logged
     # MIGRATION_DATABASE_URL: straight to PostgreSQL when DATABASE_URL is a PgBouncer (docs/pgbouncer.md).
     url = settings.migration_database_url or database_url(settings)
     try:

@@ -1,12 +1,22 @@
-"""`summaries up`: the whole system in the foreground; Ctrl-C stops every part cleanly."""
+"""`summaries up`: the whole system in the foreground; Ctrl-C stops every part cleanly.
+
+At a terminal (or with LOG_FORMAT=text) every process logs one short line per event, and `up`
+prints each with the name of the process it came from (`web`, `worker`, `callbacks`,
+`scheduler`); Celery's banners are off. The banner with the URL and the demo account comes once every
+process answers, so it is the last block before the logs. Elsewhere (a file, a pipe, CI) the
+processes write their JSON lines straight to `up`'s own stdout and stderr, as the Procfile's do.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -20,7 +30,8 @@ from cli.processes import python_m
 from cli.seed import seed
 from shared.accounts import secrets
 from shared.models import Account
-from shared.platform.config import get_settings
+from shared.platform import heartbeat
+from shared.platform.config import Settings, get_settings
 from shared.platform.db import database_url, make_engine
 from shared.platform.embedded import EmbeddedRedis, inherit_urls_env
 
@@ -49,28 +60,91 @@ def ensure_demo(url: str) -> Account:
     return demo
 
 
-def _children(args: argparse.Namespace, data_dir) -> list[tuple[str, list[str]]]:
-    """The Procfile's processes (cli/processes.py), on this machine, logging at INFO."""
+def _children(args: argparse.Namespace, data_dir, quiet: bool) -> list[tuple[str, list[str]]]:
+    """The Procfile's processes (cli/processes.py), on this machine, logging at INFO; `quiet`: the
+    Celery processes without their banners."""
     info = ["--loglevel", "INFO"]
+
+    def celery(command: list[str]) -> list[str]:
+        return [command[0], "--quiet", *command[1:]] if quiet else command
+
     return [
         ("web", python_m([*processes.web(f"{args.host}:{args.port}", args.web_processes), "--graceful-timeout", "10"])),
-        ("worker", python_m([*processes.worker("worker", args.worker_concurrency), *info])),
-        ("callbacks", python_m([*processes.worker("callbacks"), *info])),
-        ("scheduler", python_m([*processes.scheduler(str(data_dir / "celerybeat-schedule")), *info])),
+        ("worker", python_m([*celery(processes.worker("worker", args.worker_concurrency)), *info])),
+        ("callbacks", python_m([*celery(processes.worker("callbacks")), *info])),
+        ("scheduler", python_m([*celery(processes.scheduler(str(data_dir / "celerybeat-schedule"))), *info])),
     ]
 
 
-def _wait_healthy(base_url: str, processes: dict, timeout_s: float = 30) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in processes.values()):
-            return False
+# Each child and the heartbeat it writes once its main loop runs (shared/platform/heartbeat.py).
+HEARTBEATS = {"worker": processes.WORKERS["worker"].node, "callbacks": processes.WORKERS["callbacks"].node,
+              "scheduler": heartbeat.SCHEDULER}
+
+
+def _answers(base_url: str, settings: Settings, children: dict[str, subprocess.Popen]) -> bool:
+    """The API answers /healthz, and each worker and the scheduler has beaten from this very process."""
+    for name, beat_name in HEARTBEATS.items():
         try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            time.sleep(0.2)
+            if json.loads(heartbeat.path(settings, beat_name).read_text())["pid"] != children[name].pid:
+                return False  # none yet, or a previous run's
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait_answering(base_url: str, settings: Settings, children: dict, stopping, timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stopping():
+        if any(process.poll() is not None for process in children.values()):
+            return False
+        if _answers(base_url, settings, children):
+            return True
+        time.sleep(0.2)
     return False
+
+
+class Prefixer:
+    """Copies each child's output to our stdout, one whole line at a time, after the child's name:
+    `web        | 16:01:33 request method=POST ...`. One lock: lines of two children never mix."""
+
+    WIDTH = max(len(name) for name in ("web", *HEARTBEATS))
+
+    def __init__(self, out=None) -> None:
+        self.out, self.lock = out or sys.stdout, threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            _say(text, self.out)
+
+    def follow(self, name: str, process: subprocess.Popen) -> None:
+        def copy() -> None:
+            for line in iter(process.stdout.readline, ""):
+                if line.strip():  # Celery says "worker: Warm shutdown" after an empty line
+                    self.write(f"{name:<{self.WIDTH}} | {line.rstrip()}\n")
+            process.stdout.close()
+
+        threading.Thread(target=copy, name=f"log-{name}", daemon=True).start()
+
+
+def _say(text: str, stream) -> None:
+    """Write, unless the terminal is gone (closed: SIGHUP, then EIO on every write). A child's output
+    is still read and dropped, so the child never blocks on a full pipe while we stop it."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def text_logs(settings: Settings, stream=None) -> bool:
+    """Text, prefixed: when LOG_FORMAT says text, or when it is unset and a person is watching."""
+    if os.environ.get("LOG_FORMAT", "").strip():
+        return settings.log_format == "text"
+    return (stream or sys.stderr).isatty()
 
 
 def _banner(base_url: str, demo: Account | None) -> str:
@@ -89,7 +163,7 @@ def _banner(base_url: str, demo: Account | None) -> str:
             "Fetch it (use the sid the create printed):",
             f"  curl -s -u {demo.sid}:{demo.auth_token} {base_url}{path}/FS....json",
         ]
-    lines += ["", "Ctrl-C stops everything.\n"]
+    lines += ["", "Ctrl-C stops everything. The logs follow.\n"]
     return "\n".join(lines)
 
 
@@ -102,7 +176,7 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            print(f"{name} did not stop in {STOP_TIMEOUT_S}s; killing it", file=sys.stderr)
+            _say(f"{name} did not stop in {STOP_TIMEOUT_S}s; killing it\n", sys.stderr)
             process.kill()
 
 
@@ -149,32 +223,53 @@ def run(args: argparse.Namespace) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # SIGHUP: the terminal closed. The children run in sessions of their own and would outlive us.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     env = inherit_urls_env(db_url, broker)
     if not settings.auth_token_keys:  # the children are given DATABASE_URL: they need the keys
         env["AUTH_TOKEN_KEYS"] = secrets.keys_setting()
-    commands = dict(_children(args, settings.data_dir))
-    # Own sessions: Ctrl-C reaches only us, and we stop the children in order, gracefully.
-    processes = {name: subprocess.Popen(command, env=env, start_new_session=True) for name, command in commands.items()}
+    text = text_logs(settings)
+    prefixer = Prefixer() if text else None
+    if text:
+        env["LOG_FORMAT"] = "text"
+    commands = dict(_children(args, settings.data_dir, quiet=text))
+
+    def start(name: str) -> subprocess.Popen:
+        # Own sessions: Ctrl-C reaches only us, and we stop the children in order, gracefully.
+        if prefixer is None:
+            return subprocess.Popen(commands[name], env=env, start_new_session=True)
+        child = subprocess.Popen(commands[name], env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, errors="replace")
+        prefixer.follow(name, child)
+        return child
+
+    processes = {name: start(name) for name in commands}
     restarts = Restarts()
     base_url = f"http://{args.host}:{args.port}"
     status = 0
     try:
-        if not _wait_healthy(base_url, processes):
-            print("the API did not come up; see the log above", file=sys.stderr)
+        if not _wait_answering(base_url, settings, processes, lambda: stopping):
+            if stopping:
+                return 0
+            exited = [f"{name} exited ({process.returncode})" for name, process in processes.items()
+                      if process.poll() is not None]
+            _say(f"the system did not come up ({', '.join(exited) or 'not every process answered in time'}); "
+                 "see the log above\n", sys.stderr)
             return 1
-        print(_banner(base_url, demo), flush=True)
+        banner = _banner(base_url, demo) + "\n"
+        prefixer.write(banner) if prefixer else _say(banner, sys.stdout)
         while not stopping:
             for name, process in processes.items():
                 if process.poll() is not None and restarts.due(name):
                     # A worker that died (a crash, a kill, Redis gone under it) is started again, with
                     # a growing pause if it keeps dying: one part's failure never stops the others.
-                    print(f"{name} exited ({process.returncode}); starting it again", file=sys.stderr, flush=True)
-                    processes[name] = subprocess.Popen(commands[name], env=env, start_new_session=True)
+                    _say(f"{name} exited ({process.returncode}); starting it again\n", sys.stderr)
+                    processes[name] = start(name)
             time.sleep(0.3)
     finally:
-        print("stopping...", file=sys.stderr, flush=True)
+        _say("stopping...\n", sys.stderr)
         _stop(processes)
         if embedded_redis is not None:
             embedded_redis.stop()

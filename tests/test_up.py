@@ -47,6 +47,8 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
                  180, 0.2, "the banner")
         output = "".join(lines)
         assert up.poll() is None, output
+        # Not a terminal: the processes' own JSON lines, as the Procfile's write them.
+        assert any(line.startswith('{"time": ') for line in lines), output
         sid = re.search(r"demo account\s+(AC[0-9a-f]{32})", output).group(1)
         token = re.search(r"auth token\s+([0-9a-f]{32})", output).group(1)
         curl = output[output.index("curl -s -u"):].split("\n")
@@ -110,3 +112,87 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
 
     wait_for(lambda: not running(str(tmp_path / "celerybeat-schedule")) and not running(f"127.0.0.1:{port}"), 10,
              what="every child of summaries up to be gone")
+
+
+PREFIXED = re.compile(r"^(web|worker|callbacks|scheduler) +\| \d\d:\d\d:\d\d \S")
+
+
+def test_up_at_a_terminal_prints_one_prefixed_line_per_event_and_the_banner_last(tmp_path):
+    """What `make run` shows a person: no JSON, no Celery banner or root warning, each line named by
+    its process; the banner once all four answer; then the requests and tasks, one line each."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "SUMMARIES_DATA_DIR", "LOG_FORMAT")}
+    port = free_port()
+    leader, terminal = pty.openpty()
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "--data-dir", str(tmp_path), "up", "--demo",
+                           "--port", str(port)], cwd=ROOT, env=env, stdin=terminal, stdout=terminal,
+                          stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    screen: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer of the terminal has closed it
+                return
+            if not chunk:
+                return
+            screen.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def text() -> str:
+        return b"".join(screen).decode(errors="replace").replace("\r\n", "\n")
+
+    try:
+        wait_for(lambda: "The logs follow." in text() or up.poll() is not None, 180, 0.2, "the banner")
+        assert up.poll() is None, text()
+        sid = re.search(r"demo account\s+(AC[0-9a-f]{32})", text()).group(1)
+        token = re.search(r"auth token\s+([0-9a-f]{32})", text()).group(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/2010-04-01/Accounts/{sid}/Calls/FeedbackSummary.json",
+            data=b"StartDate=2024-01-01&EndDate=2024-01-31",
+            headers={"Authorization": "Basic " + b64encode(f"{sid}:{token}".encode()).decode()})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            created = json.loads(response.read())["sid"]
+        wait_for(lambda: f"summary completed account_sid={sid} summary_sid={created}" in text(), 60, 0.2,
+                 "the worker's line for the summary")
+    finally:
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
+        try:
+            code = up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            raise
+    reader.join(timeout=5)
+    os.close(leader)
+    output = text()
+    assert code == 0, output
+    lines = output.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("Call Feedback Summaries is up at")))
+    end = lines.index("Ctrl-C stops everything. The logs follow.")
+    before, after = [line for line in lines[:start] if line.strip()], [line for line in lines[end + 1:] if line.strip()]
+
+    assert before[0].startswith("seeding the demo account")
+    for line in before[1:]:
+        assert PREFIXED.match(line), line
+    for process, ready in [("web", "Listening at: "), ("worker", "summaries@"), ("callbacks", "callbacks@"),
+                           ("scheduler", "beat: Starting")]:
+        assert any(line.startswith(process) and ready in line for line in before), (process, before)
+    assert not any(line.lstrip().startswith("{") for line in lines), output  # no JSON
+    for noise in ("celery beat v", "-------------- ", "[tasks]", "SecurityWarning", "superuser", "/healthz",
+                  "Sending due task", "mingle", "Traceback", "Connection to broker lost"):
+        assert noise not in output, noise
+
+    stopping = after.index("stopping...")
+    logs = after[:stopping]
+    for line in logs:
+        assert PREFIXED.match(line), line
+    for line in after[stopping + 1:]:  # the processes' goodbyes (Celery prints "Warm shutdown" untimed)
+        assert re.match(r"^(web|worker|callbacks|scheduler) +\| \S", line), line
+    assert any(line.startswith("web ") and f"request method=POST " in line and "status=201" in line and
+               f"summary_sid={created}" in line for line in logs), logs

@@ -3,6 +3,7 @@
 import os
 import sys
 import time
+import warnings
 
 from celery import bootsteps
 from celery.beat import PersistentScheduler
@@ -22,7 +23,13 @@ from shared.platform.queue import CALLBACKS_QUEUE, get_celery
 # As the module loads, in every worker and the scheduler: a bad setting is one line and exit 2.
 PROCESS = "scheduler" if "beat" in sys.argv[1:] else "worker"
 check_or_exit(PROCESS, keys=False, heartbeats=True)
-configure_logging(get_settings().log_level)
+configure_logging(get_settings().log_level, get_settings().log_format)
+if get_settings().log_format == "text":
+    # For a person at a terminal (`summaries up`): Celery's warning that the worker runs as root (a
+    # development machine's usual case) is a screenful on every start. JSON logs keep it.
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
 app = get_celery()
 app.conf.include = ["worker.summaries", "worker.callbacks", "worker.sweeper", "worker.folding"]
 
@@ -30,7 +37,7 @@ app.conf.include = ["worker.summaries", "worker.callbacks", "worker.sweeper", "w
 @setup_logging.connect
 def _json_logging(**_):
     # Connected, so Celery leaves the root logger to us: its own lines come out as JSON too.
-    configure_logging(get_settings().log_level)
+    configure_logging(get_settings().log_level, get_settings().log_format)
 
 
 @celeryd_after_setup.connect

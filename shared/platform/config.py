@@ -137,6 +137,13 @@ def _log_level(env: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _log_format(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip().lower() or "json"
+    if value not in ("json", "text"):
+        raise SettingError(f"{name} must be json or text, got {value!r}")
+    return value
+
+
 def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     try:
         return tuple(ipaddress.ip_network(part.strip(), strict=False)
@@ -240,6 +247,7 @@ class Settings:
     summary_lease_s: int
     sweep_interval_s: int
     log_level: str
+    log_format: str  # json (one object per line, for machines) or text (for a person at a terminal)
     heartbeat_interval_s: float  # how often workers and the scheduler record that they live
     callback_allowed_networks: tuple  # CIDRs callbacks may reach although private or loopback
     callback_max_attempts: int
@@ -303,6 +311,7 @@ class Settings:
             summary_lease_s=_int(env, "SUMMARY_LEASE_S", 300),
             sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30),
             log_level=_log_level(env, "LOG_LEVEL"),
+            log_format=_log_format(env, "LOG_FORMAT"),
             # At most a third of `summaries health`'s default --max-age (60 s), so one late beat never fails it.
             heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL_S", 5.0, 0.1, 20),
             callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),

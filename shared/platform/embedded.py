@@ -107,7 +107,10 @@ class EmbeddedRedis:
             _redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", "redis.log",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C at the terminal reaches its owner, which stops it after the
+        # processes that use it (in the terminal's group it died first, under workers shutting down).
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while not _answers_ping(port):
             if self.process.poll() is not None or time.monotonic() > deadline:
