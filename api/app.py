@@ -33,6 +33,18 @@ MAX_QUERY_CHARS = 2048
 COMMON_HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
 
 
+def listener_port(environ: dict) -> int | None:
+    """The local TCP port of the connection the request came in on, from the socket itself. Never
+    SERVER_PORT: on a unix-socket bind gunicorn fills it from the Host header, which the client
+    writes (`Host: x:9464` on the public socket got /metrics)."""
+    sock = environ.get("gunicorn.socket")
+    try:
+        name = sock.getsockname() if sock is not None else None
+    except OSError:
+        return None
+    return name[1] if isinstance(name, tuple) else None  # a unix socket's name is its path
+
+
 @dataclass
 class Services:
     """What handlers reach outside the request: the database, the queue, the settings."""
@@ -105,8 +117,7 @@ class App:
         return found
 
     def _router_for(self, environ: dict) -> Router:
-        # gunicorn sets SERVER_PORT to the port of the listener the request came in on.
-        if self.metrics_port is not None and environ.get("SERVER_PORT") == str(self.metrics_port):
+        if self.metrics_port is not None and listener_port(environ) == self.metrics_port:
             return self.metrics_router
         return self.router
 

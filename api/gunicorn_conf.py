@@ -42,13 +42,23 @@ def child_exit(server, worker):
     metrics.process_exited(worker.pid)
 
 
+def metrics_bind(first_bind: str, port: int) -> str:
+    """The metrics listener: the first bind's host on METRICS_PORT; loopback when the API listens on
+    a unix socket or an inherited descriptor (behind a proxy on the same machine). `unix:9464`
+    would have been a unix socket named 9464."""
+    if first_bind.startswith(("unix:", "fd://")) or "/" in first_bind:
+        return f"127.0.0.1:{port}"
+    host = first_bind.rsplit(":", 1)[0] if first_bind.rsplit(":", 1)[-1].isdigit() else first_bind
+    return f"{host or '127.0.0.1'}:{port}"
+
+
 def on_starting(server):
-    """METRICS_PORT: listen there too, on the host of the first --bind; the application answers only
-    /metrics and /healthz on that port, and no /metrics on the public one."""
+    """METRICS_PORT: listen there too (metrics_bind); the application answers only /metrics and
+    /healthz on that listener, and no /metrics on the public one, deciding by the socket a request
+    came in on (api/app.py listener_port)."""
     port = get_settings().metrics_port
     if port:
-        host = server.cfg.bind[0].rsplit(":", 1)[0] if ":" in server.cfg.bind[0] else "127.0.0.1"
-        server.cfg.set("bind", [*server.cfg.bind, f"{host}:{port}"])
+        server.cfg.set("bind", [*server.cfg.bind, metrics_bind(server.cfg.bind[0], port)])
 
 
 def post_worker_init(worker):

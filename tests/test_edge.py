@@ -84,20 +84,40 @@ def test_metrics_can_be_served_on_a_port_of_their_own(engine, redis_client, monk
     monkeypatch.setenv("METRICS_PORT", "9464")
     app = WsgiClient(create_app(Settings.from_env()))
 
-    def on(port: str, path: str):
-        environ_port = {"SERVER_PORT": port}
+    class Listener:  # the connection's socket, as gunicorn gives it in environ["gunicorn.socket"]
+        def __init__(self, name):
+            self.name = name
+
+        def getsockname(self):
+            return self.name
+
+    def on(port: str, path: str, host: str | None = None):
+        name = ("127.0.0.1", int(port)) if port.isdigit() else port
+        # SERVER_PORT says the metrics port, as gunicorn makes it from `Host:` on a unix socket: ignored.
+        extra = {"gunicorn.socket": Listener(name), "SERVER_PORT": "9464", "HTTP_HOST": host or "x:9464"}
         original = app.app
 
-        def with_port(environ, start_response):
-            return original({**environ, **environ_port}, start_response)
+        def with_listener(environ, start_response):
+            return original({**environ, **extra}, start_response)
 
-        return WsgiClient(with_port).get(path)
+        return WsgiClient(with_listener).get(path)
 
     assert on("8080", "/metrics").status == 404
     assert on("8080", "/healthz").status == 200
     assert on("9464", "/metrics").status == 200 and b"cfs_" in on("9464", "/metrics").body
     assert on("9464", "/healthz").status == 200
     assert on("9464", "/openapi.json").status == 404  # the API is not on the metrics port
+    assert on("/run/summaries.sock", "/metrics").status == 404  # a unix socket: never the metrics listener
+    assert on("/run/summaries.sock", "/healthz").status == 200
+
+
+@pytest.mark.parametrize("first_bind, expected", [
+    ("0.0.0.0:8080", "0.0.0.0:9464"), ("127.0.0.1:8080", "127.0.0.1:9464"), ("[::1]:8080", "[::1]:9464"),
+    ("unix:/run/summaries.sock", "127.0.0.1:9464"), ("fd://3", "127.0.0.1:9464"), ("localhost", "localhost:9464")])
+def test_the_metrics_listener_is_tcp_whatever_the_api_binds(service_urls, first_bind, expected):
+    from api.gunicorn_conf import metrics_bind
+
+    assert metrics_bind(first_bind, 9464) == expected
 
 
 def test_a_parents_rate_limit_covers_its_subaccounts_paths(engine, redis_client, monkeypatch):

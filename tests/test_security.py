@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 import re
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -245,6 +246,54 @@ def test_the_server_banner_carries_no_version(service_urls, tmp_path):
     finally:
         process.stop()
     assert not re.search(r"\d", server), server
+
+
+@pytest.mark.slow
+def test_metrics_stay_off_a_unix_socket_whatever_the_host_header_says(service_urls, tmp_path):
+    """The documented set-up behind a proxy: the API on a unix socket, METRICS_PORT for the scraper.
+    A request on the public socket naming the metrics port in `Host:` gets no /metrics (gunicorn
+    makes SERVER_PORT from that header there); the metrics listener, on loopback TCP, does."""
+    import http.client
+    import socket
+
+    from cli import processes
+    from tests.processes import Process, wait_for
+    from tests.support import free_port
+
+    metrics_port, path = free_port(), str(tmp_path / "api.sock")
+    process = Process("gunicorn-unix", processes.python_m(processes.web(f"unix:{path}", 1)), tmp_path,
+                      {"METRICS_PORT": str(metrics_port)})
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(5)
+            self.sock.connect(path)
+
+    def get(connection, target: str, host: str) -> tuple[int, bytes]:
+        connection.request("GET", target, headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    def metrics_answer() -> bool:
+        try:
+            return get(http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=5), "/healthz",
+                       "localhost")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(metrics_answer, 30, 0.2, "the metrics listener")
+        public = UnixConnection("localhost")
+        for host in (f"anything:{metrics_port}", f"127.0.0.1:{metrics_port}", "localhost"):
+            status, body = get(public, "/metrics", host)
+            assert status == 404 and b"cfs_" not in body, (host, status)
+        assert get(public, "/healthz", f"x:{metrics_port}")[0] == 200
+        status, body = get(http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=5), "/metrics", "localhost")
+        assert status == 200 and b"cfs_" in body
+        assert not (tmp_path / str(metrics_port)).exists() and not Path(str(metrics_port)).exists()
+    finally:
+        process.stop()
 
 
 
