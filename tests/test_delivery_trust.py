@@ -115,6 +115,37 @@ def test_one_accounts_hanging_receivers_do_not_delay_another_accounts_callbacks(
         fast_receiver.close()
 
 
+def test_a_family_of_accounts_with_hanging_receivers_on_many_addresses_gets_one_share(engine, client, processes):
+    """A parent and four subaccounts (free to create), each with hanging receivers on four addresses:
+    per account, five shares of 3 took every one of the 8 threads (issue 21: 10 s and rising for an
+    unrelated account). Per family, they share 3, and waiting deliveries wait in PostgreSQL."""
+    hanging = [Receiver(f"127.0.0.{10 + i}") for i in range(4)]
+    fast_receiver = Receiver("127.0.0.3")
+    try:
+        parent = new_account(engine)
+        family = [parent, *(make_account(engine, parent) for _ in range(4))]
+        for sub in family[1:]:
+            make_calls(engine, sub, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)])
+        healthy = new_account(engine)
+        processes("family", concurrency=8, CALLBACK_MAX_IN_FLIGHT_PER_ACCOUNT="3", CALLBACK_MAX_IN_FLIGHT_PER_HOST="32",
+                  CALLBACK_ATTEMPT_DEADLINE_S="8", CALLBACK_READ_TIMEOUT_S="8")
+        for index, account in enumerate(family):
+            for n in range(6):
+                create(client, account, hanging[(index + n) % 4].script("/hang", Reply(200, delay_s=6)))
+        started = lambda: sum(len(r.requests_to("/hang")) for r in hanging)  # noqa: E731
+        wait_for(lambda: started() >= 3, 30, what="the hanging attempts to start")
+        time.sleep(0.5)  # the family's other deliveries come and go, finding no slot
+        began = time.monotonic()
+        quick = [create(client, healthy, fast_receiver.script("/fine")) for _ in range(3)]
+        for sid in quick:
+            settled(engine, sid, "delivered", 30)
+        assert time.monotonic() - began < 4  # not behind the 6 s hangs
+        assert started() <= 6  # the family's one share: 3 at a time
+    finally:
+        for receiver in (*hanging, fast_receiver):
+            receiver.close()
+
+
 def test_an_answer_with_nul_and_control_bytes_is_recorded_escaped_and_settles(engine, client, receiver, processes):
     account = new_account(engine)
     processes("nul")

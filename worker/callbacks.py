@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "CallFeedbackSummaries-Callback/1.0"
 EXCERPT_BYTES = 1024
 LEASE_MARGIN_S = 30  # a delivery's lease outlives its attempt's deadline by this much
-BUSY_RETRY_S = (0.5, 1.5)  # how soon to look again when a destination or the account has no free slot
+BUSY_RETRY_S = (0.5, 1.5)  # how soon to look again when a destination or the family has no free slot
 
 
 @dataclass(frozen=True)
@@ -206,8 +206,10 @@ def _deliver(summary_sid: str) -> None:
     admission = _admission(get_redis(), settings.callback_circuit_threshold, settings.callback_circuit_cooldown_s,
                            lease_s(settings))
     token = f"{summary_sid}:{uuid.uuid4().hex}"
+    # Per account family, not per account: a parent with subaccounts (free to create, each a share
+    # of its own) took all 64 threads with hanging receivers, and every other tenant's callbacks waited.
     limits = {f"destination:{address}": settings.callback_max_in_flight_per_host,
-              f"account:{delivery.account_sid}": settings.callback_max_in_flight_per_account}
+              f"family:{delivery.family_sid}": settings.callback_max_in_flight_per_account}
     # One round trip: the message's in-flight marker cleared, the circuit asked, the slots taken.
     wait_s, full = admission.admit(CALLBACK_IN_FLIGHT_KEY.format(sid=summary_sid), destination, token, limits)
     if wait_s > 0:
@@ -215,8 +217,8 @@ def _deliver(summary_sid: str) -> None:
         _postpone(delivery, wait_s)
         return
     if full is not None:
-        # Every slot of the destination or of the account is taken; the circuit's probe, if this was
-        # it, expires with its lease.
+        # Every slot of the destination or of the family is taken: the delivery waits in PostgreSQL,
+        # not in a thread; the circuit's probe, if this was it, expires with its lease.
         _postpone(delivery, random.uniform(*BUSY_RETRY_S))
         return
     outcome = None  # a result refused before sending says nothing about the receiver

@@ -85,6 +85,9 @@ class Claimed:
     attempt_limit: int
     date_created: dt.datetime  # when the summary finished and the event was written
     auth_token_encrypted: str
+    # The account's family: its parent's SID, or its own for a parent. A family shares one fair share
+    # of the callback threads, as subaccounts cost their parent nothing to create.
+    family_sid: str
 
     @property
     def auth_token(self) -> str:
@@ -100,7 +103,7 @@ FROM accounts AS a
 WHERE d.summary_sid = :sid AND d.state = 'pending' AND d.next_attempt_at <= now()
   AND (d.leased_until IS NULL OR d.leased_until < now()) AND a.sid = d.account_sid
 RETURNING d.summary_sid, d.account_sid, d.url, d.host, d.method, d.params, d.idempotency_token, d.attempts,
-          d.attempt_limit, d.date_created, a.auth_token_encrypted
+          d.attempt_limit, d.date_created, a.auth_token_encrypted, COALESCE(a.parent_sid, a.sid)
 """)
 
 
