@@ -31,22 +31,34 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # The first event (or Twilio's retry of any) inserts the call; later ones may only move its start
-# earlier. A provisional call (known from a feedback post, shared/migrations 0006) is confirmed, and
-# moved to this account if another account of the same family (the parent or a subaccount) posted
-# it: the backend posting under the parent's path for a subaccount's call. A signature proves only
-# that the sender holds this account's token, not that Twilio sent it, so an unrelated account's
-# event never takes a call, provisional or not; `summaries calls sync` (Twilio's own record) can.
-RECORD_CALL = text("""
-INSERT INTO calls AS c (sid, account_sid, start_time) VALUES (:sid, :account, :start)
+# earlier. A provisional call (known from a feedback post, shared/migrations 0006) is confirmed by an
+# event of its own account; and moved to the sender only where the SPEC's parent-path case needs it:
+# the parent posted, under its own path, feedback on a call that is its subaccount's. That feedback
+# moves with the call (FOLLOW, in the same statement: the move's trigger then finds it already the
+# new owner's and deletes nothing), where before it was dropped after having been answered 200.
+# Any other account's event (a sibling, a subaccount for its parent's call, an unrelated account)
+# takes nothing: a signature proves only that the sender holds its own token, not that Twilio sent
+# it. Such a call stays the poster's provisional call until `summaries calls sync` (Twilio's own
+# record) settles it or PROVISIONAL_CALL_GRACE_S ends it (shared/calls/provisional.py).
+# The insert reads FOLLOW (its count): an unreferenced data-modifying CTE runs after the main
+# statement, when the move's trigger would already have dropped the entry FOLLOW was to carry.
+_UPSERT = """INSERT INTO calls AS c (sid, account_sid, start_time) SELECT :sid, :account, :start FROM followed
 ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, provisional = false,
     start_time = CASE WHEN c.provisional THEN excluded.start_time ELSE least(c.start_time, excluded.start_time) END
 WHERE (c.provisional AND (c.account_sid = excluded.account_sid OR EXISTS (
-          SELECT 1 FROM accounts poster, accounts sender
-          WHERE poster.sid = c.account_sid AND sender.sid = excluded.account_sid
-            AND coalesce(poster.parent_sid, poster.sid) = coalesce(sender.parent_sid, sender.sid))))
+          SELECT 1 FROM accounts sender WHERE sender.sid = excluded.account_sid AND sender.parent_sid = c.account_sid)))
    OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)
-""")
-# The same upsert, made only while the token that signed the request is still one of the account's
+"""
+# The call's row is locked first (FOR UPDATE, in the sub-select), as a feedback post locks it (FOR
+# SHARE) before it writes the entry: the same order, so the two never deadlock. A call that is not
+# such a provisional call (nearly every event) takes no lock here.
+_FOLLOW = """UPDATE call_feedback f SET account_sid = :account
+    WHERE (f.call_sid, f.account_sid) = (
+        SELECT c.sid, c.account_sid FROM calls c JOIN accounts sender ON sender.parent_sid = c.account_sid
+        WHERE c.sid = :sid AND c.provisional AND sender.sid = :account FOR UPDATE OF c)"""
+_FOLLOWED = "followed AS (SELECT count(*) FROM follow)"
+RECORD_CALL = text(f"WITH follow AS ({_FOLLOW}\n    RETURNING 1),\n{_FOLLOWED}\n{_UPSERT}")
+# The same, made only while the token that signed the request is still one of the account's
 # (compared by ciphertext: a rotated token has a new one), in one statement; the count says whether
 # it was. Lets a process check signatures with the tokens it read for an earlier request of the
 # account without reading them again, and still never record an event signed with a token the
@@ -54,10 +66,10 @@ WHERE (c.provisional AND (c.account_sid = excluded.account_sid OR EXISTS (
 RECORD_CALL_IF_SIGNED = text(
     "WITH signer AS (SELECT 1 FROM accounts WHERE sid = :account"
     " AND (auth_token_encrypted = :ciphertext OR secondary_token_encrypted = :ciphertext)),\n"
-    "recorded AS (" + RECORD_CALL.text.replace("VALUES (:sid, :account, :start)",
-                                                "SELECT :sid, :account, :start FROM signer") + "RETURNING 1)\n"
+    f"follow AS ({_FOLLOW}\n    AND EXISTS (SELECT 1 FROM signer)\n    RETURNING 1),\n{_FOLLOWED},\n"
+    "recorded AS (" + _UPSERT.replace("FROM followed", "FROM followed, signer") + "RETURNING 1)\n"
     "SELECT count(*) FROM signer").columns(column("count", Integer))
-assert "FROM signer\nON CONFLICT" in RECORD_CALL_IF_SIGNED.element.text
+assert "FROM followed, signer\nON CONFLICT" in RECORD_CALL_IF_SIGNED.element.text
 TOKENS = text("SELECT auth_token_encrypted, secondary_token_encrypted FROM accounts WHERE sid = :sid").columns(
     Account.__table__.c.auth_token_encrypted, Account.__table__.c.secondary_token_encrypted)
 
