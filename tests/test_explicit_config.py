@@ -137,6 +137,23 @@ def test_a_secret_file_over_64_kib_is_refused_unread(tmp_path):
     assert refusal.startswith("AUTH_TOKEN_KEYS_FILE:") and "64 KiB" in refusal and KEY not in refusal, refusal
 
 
+def test_a_secret_file_saved_by_a_windows_editor_is_read(tmp_path):
+    # A byte order mark first and CRLF line ends: the mark was taken for part of the URL or key.
+    second = Fernet.generate_key().decode()
+    (tmp_path / "db").write_bytes("\ufeffpostgresql://app:s3cret@db.internal/app\r\n".encode())
+    (tmp_path / "keys").write_bytes(f"\ufeff{KEY}\r\n{second}\r\n".encode())
+    settings = Settings.from_env({"DATABASE_URL_FILE": str(tmp_path / "db"), "AUTH_TOKEN_KEYS_FILE": str(tmp_path / "keys")})
+    assert settings.database_url == "postgresql://app:s3cret@db.internal/app"
+    assert settings.auth_token_keys == (KEY, second)
+
+
+def test_a_secret_file_not_in_utf_8_is_refused_without_showing_a_byte_of_it(tmp_path):
+    (tmp_path / "db").write_bytes("postgresql://app:pässword@db/app".encode("latin-1"))
+    refusal = _refusal({"DATABASE_URL_FILE": str(tmp_path / "db")})
+    assert refusal.startswith("DATABASE_URL_FILE:") and "UTF-8" in refusal, refusal
+    assert "0xe4" not in refusal and "position" not in refusal  # the byte UnicodeDecodeError names
+
+
 def test_a_secret_mounted_as_a_symlink_is_read(tmp_path):
     # Kubernetes mounts each secret as a symlink into a versioned directory: followed, not refused.
     (tmp_path / "db").write_text("postgresql://db.internal/app\n")

@@ -102,9 +102,9 @@ def _secret_file(variable: str, path: str) -> str:
     if len(data) > SECRET_FILE_MAX_BYTES:
         raise SettingError(f"{variable}: {path!r} is larger than {SECRET_FILE_MAX_BYTES // 1024} KiB")
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SettingError(f"{variable}: cannot read {path!r}: {error}") from None
+        return data.decode("utf-8-sig")  # -sig: drops the byte order mark a Windows editor may write first
+    except UnicodeDecodeError:  # not shown: its message names a byte of the secret
+        raise SettingError(f"{variable}: {path!r} is not UTF-8 text") from None
 
 
 def _service_url(name: str, value: str | None, schemes: tuple[str, ...]) -> str | None:
