@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import threading
 
 import pytest
 from cryptography.fernet import Fernet
@@ -73,6 +75,90 @@ def test_secrets_come_from_files_but_not_from_both(tmp_path):
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(SettingError, match="AUTH_TOKEN_KEYS_FILE: .* is empty"):
         Settings.from_env({"AUTH_TOKEN_KEYS_FILE": str(tmp_path / "empty")})
+
+
+def _refusal(env) -> str:
+    try:
+        Settings.from_env(env)
+    except SettingError as error:
+        return str(error)
+    return "accepted"
+
+
+def _check_in_child(tmp_path, **variables) -> subprocess.CompletedProcess:
+    """check_or_exit in a child given 20 s and 1 GiB: a regression (a FIFO waited on, /dev/zero read to
+    its end) fails the test instead of hanging the suite or taking the machine's memory."""
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from shared.platform.config import check_or_exit; check_or_exit('test', servers=False, keys=False)")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "SUMMARIES_DATA_DIR": str(tmp_path / "data"),
+           **variables}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize("kind, refusal", [("fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
+                                            ("huge", "larger than 64 KiB")])
+def test_a_fifo_a_device_or_a_huge_file_stops_the_start_in_one_line(tmp_path, kind, refusal):
+    # A FIFO hung the start without a word (waiting for a writer); /dev/zero, or a file larger than
+    # memory, was read to a MemoryError.
+    path = kind
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    elif kind == "huge":
+        path = str(tmp_path / "huge")
+        with open(path, "wb") as file:
+            file.truncate(2 << 30)  # sparse: 2 GiB to read, none written
+    result = _check_in_child(tmp_path, DATABASE_URL_FILE=path)
+    _one_line_naming(result, "DATABASE_URL_FILE")
+    assert refusal in result.stderr
+
+
+def test_a_fifo_in_place_of_the_file_when_opened_is_refused_too(tmp_path, monkeypatch):
+    # The path may change between the look and the open: the open must not wait either.
+    regular, fifo = tmp_path / "regular", tmp_path / "fifo"
+    regular.write_text("redis://cache:6379/0")
+    os.mkfifo(fifo)
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *args, **kwargs: real_stat(
+        regular if os.fspath(path) == str(fifo) else path, *args, **kwargs))
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_refusal({"REDIS_URL_FILE": str(fifo)})), daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a writer lets the blocked open return
+        pytest.fail("opening REDIS_URL_FILE waited for a FIFO's writer")
+    assert outcome[0].startswith("REDIS_URL_FILE:") and "regular file" in outcome[0], outcome
+
+
+def test_a_secret_file_over_64_kib_is_refused_unread(tmp_path):
+    (tmp_path / "keys").write_text(f"{KEY}\n" * (64 * 1024 // len(KEY) + 1))  # valid keys, but too many to be meant
+    refusal = _refusal({"AUTH_TOKEN_KEYS_FILE": str(tmp_path / "keys")})
+    assert refusal.startswith("AUTH_TOKEN_KEYS_FILE:") and "64 KiB" in refusal and KEY not in refusal, refusal
+
+
+def test_a_secret_file_saved_by_a_windows_editor_is_read(tmp_path):
+    # A byte order mark first and CRLF line ends: the mark was taken for part of the URL or key.
+    second = Fernet.generate_key().decode()
+    (tmp_path / "db").write_bytes("\ufeffpostgresql://app:s3cret@db.internal/app\r\n".encode())
+    (tmp_path / "keys").write_bytes(f"\ufeff{KEY}\r\n{second}\r\n".encode())
+    settings = Settings.from_env({"DATABASE_URL_FILE": str(tmp_path / "db"), "AUTH_TOKEN_KEYS_FILE": str(tmp_path / "keys")})
+    assert settings.database_url == "postgresql://app:s3cret@db.internal/app"
+    assert settings.auth_token_keys == (KEY, second)
+
+
+def test_a_secret_file_not_in_utf_8_is_refused_without_showing_a_byte_of_it(tmp_path):
+    (tmp_path / "db").write_bytes("postgresql://app:pässword@db/app".encode("latin-1"))
+    refusal = _refusal({"DATABASE_URL_FILE": str(tmp_path / "db")})
+    assert refusal.startswith("DATABASE_URL_FILE:") and "UTF-8" in refusal, refusal
+    assert "0xe4" not in refusal and "position" not in refusal  # the byte UnicodeDecodeError names
+
+
+def test_a_secret_mounted_as_a_symlink_is_read(tmp_path):
+    # Kubernetes mounts each secret as a symlink into a versioned directory: followed, not refused.
+    (tmp_path / "db").write_text("postgresql://db.internal/app\n")
+    (tmp_path / "link").symlink_to(tmp_path / "db")
+    assert Settings.from_env({"DATABASE_URL_FILE": str(tmp_path / "link")}).database_url == "postgresql://db.internal/app"
 
 
 # --- commands that refuse to start ----------------------------------------------------------------

@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import math
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,13 +76,35 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         raise SettingError(f"{name} and {name}_FILE are both set; set one")
     if not path:
         return value or None
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise SettingError(f"{name}_FILE: cannot read {path!r}: {getattr(error, 'strerror', None) or error}") from None
+    value = _secret_file(f"{name}_FILE", path).strip()
     if not value:
         raise SettingError(f"{name}_FILE: {path!r} is empty")
     return value
+
+
+SECRET_FILE_MAX_BYTES = 64 * 1024  # a URL or a few keys; a bigger file is the wrong file
+
+
+def _secret_file(variable: str, path: str) -> str:
+    """A regular file's text. A FIFO would wait for a writer (a start that hangs without a word) and a
+    device such as /dev/zero never ends, so both are refused unopened; the open does not wait either
+    (O_NONBLOCK) and is checked again (fstat), as the path may change in between."""
+    not_regular = f"{variable}: {path!r} is not a regular file"
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise SettingError(not_regular)
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise SettingError(not_regular)
+            data = file.read(SECRET_FILE_MAX_BYTES + 1)
+    except OSError as error:
+        raise SettingError(f"{variable}: cannot read {path!r}: {error.strerror or error}") from None
+    if len(data) > SECRET_FILE_MAX_BYTES:
+        raise SettingError(f"{variable}: {path!r} is larger than {SECRET_FILE_MAX_BYTES // 1024} KiB")
+    try:
+        return data.decode("utf-8-sig")  # -sig: drops the byte order mark a Windows editor may write first
+    except UnicodeDecodeError:  # not shown: its message names a byte of the secret
+        raise SettingError(f"{variable}: {path!r} is not UTF-8 text") from None
 
 
 def _service_url(name: str, value: str | None, schemes: tuple[str, ...]) -> str | None:
