@@ -54,6 +54,7 @@ class Services:
     enqueue_summary: Callable[[str], bool]
     ping_redis: Callable[[], object]
     check_create_rate: Callable[[str], None] = lambda account_sid: None
+    check_feedback_rate: Callable[[str], None] = lambda account_sid: None
 
     @functools.cached_property
     def autocommit_engine(self) -> Engine:

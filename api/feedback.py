@@ -115,6 +115,9 @@ def update(request: Request, account, CallSid: str) -> Response:
     issues = parse_issues(request.params("Issue"))
     if not is_sid(CallSid, CALL):  # names nothing; odd bytes (a NUL) never reach the database
         raise NotFound(request.path)
+    # Counted once the post is valid, as creates are: every one writes, and one for an unknown call
+    # records a provisional call (400 posts at 268/s, each a call counted, before this).
+    request.services.check_feedback_rate(request.caller.sid)
     feedback = request.connection.execute(UPSERT_OWN_CALL_FEEDBACK, {
         "call_sid": CallSid, "account_sid": account.sid, "quality_score": int(raw_score), "issues": issues}).first()
     if feedback is None:

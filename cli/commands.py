@@ -156,7 +156,41 @@ def calls(args: argparse.Namespace) -> None:
 
         print(safe(sync(args.account, args.since, args.until, args.batch_size)))
         return
+    if args.action == "provisional":
+        _provisional(args)
+        return
     _import(args, import_calls)
+
+
+def _provisional(args: argparse.Namespace) -> None:
+    from shared.calls import provisional
+
+    if args.remove:
+        with get_engine().begin() as connection:
+            removed = provisional.remove(connection, args.remove)
+        kept = [sid for sid in args.remove if sid not in removed]
+        if args.json:
+            print_json({"removed": removed, "not_provisional": kept})
+            return
+        print(f"removed {len(removed)} provisional call(s) and their feedback" + (
+            f"; not provisional (confirmed, or unknown), left alone: {safe(' '.join(kept))}" if kept else ""))
+        return
+    grace_s = get_settings().provisional_call_grace_s
+    with get_engine().connect() as connection:
+        held = provisional.listed(connection, grace_s, args.account, args.limit)
+    if args.json:
+        print_json([{"sid": call.sid, "account_sid": call.account_sid, "posted_at": call.posted_at.isoformat(),
+                     "quality_score": call.quality_score,
+                     "expires_at": call.expires_at.isoformat() if call.expires_at else None} for call in held])
+        return
+    if not held:
+        print("no provisional calls")
+        return
+    print(f"{'CALL':34}  {'ACCOUNT':34}  {'POSTED (UTC)':19}  SCORE  EXPIRES")
+    for call in held:
+        expires = call.expires_at.strftime("%Y-%m-%d %H:%M") if call.expires_at else "never: the account has no call source"
+        print(f"{call.sid:34}  {call.account_sid:34}  {call.posted_at:%Y-%m-%d %H:%M:%S}  "
+              f"{call.quality_score or '-':>5}  {expires}")
 
 
 def feedback(args: argparse.Namespace) -> None:

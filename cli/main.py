@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
             sync.add_argument("--until", metavar="YYYY-MM-DD", help="through the end of this day (UTC); default today")
             sync.add_argument("--batch-size", type=int, metavar="N",
                               help="calls stored per committed batch (default 10000)")
+            held = group.add_parser("provisional", help="calls known only from a feedback post, which no status "
+                                                        "callback or sync has confirmed (oldest first)")
+            held.add_argument("--account", metavar="AC...", help="only this account's")
+            held.add_argument("--remove", nargs="+", metavar="CA...",
+                              help="remove these provisional calls, with their feedback, instead of listing")
+            held.add_argument("--limit", type=int, default=100)
+            held.add_argument("--json", action="store_true")
 
     status = commands.add_parser("status", help="queues, summaries by status, deliveries, workers")
     status.add_argument("--json", action="store_true")

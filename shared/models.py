@@ -95,7 +95,11 @@ class Account(Base):
 
 class Call(Base):
     __tablename__ = "calls"
-    __table_args__ = (Index("calls_account_start_time", "account_sid", "start_time"),)
+    __table_args__ = (
+        Index("calls_account_start_time", "account_sid", "start_time"),
+        # The few provisional calls, for their expiry (shared/calls/provisional.py; migration 0010).
+        Index("calls_provisional_start_time", "start_time", postgresql_where=text("provisional")),
+    )
 
     sid: Mapped[str] = mapped_column(Sid, primary_key=True)
     account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid"))

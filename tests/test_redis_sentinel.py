@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import text
 
 from api.errors import TooManyRequests
-from api.ratelimit import CreateRateLimit
+from api.ratelimit import RateLimit
 from shared.platform import queue, redis_connect
 from shared.platform.config import SettingError, Settings
 from tests.conftest import _reset_caches
@@ -105,7 +105,7 @@ def sent(sid: str) -> bool:
 def test_every_client_reaches_the_master_and_follows_it_through_a_failover(sentinel_env):
     cluster = sentinel_env
     settings = Settings.from_env({**os.environ, "CREATE_RATE_LIMIT": "3/minute"})
-    limit = CreateRateLimit(settings.redis_url, settings)
+    limit = RateLimit(settings.redis_url, settings)
     breaker = CircuitBreaker(queue.get_redis(), threshold=1, cooldown_s=60, probe_lease_s=5)
     slots = Slots(queue.get_redis(), lease_s=30)
 
@@ -144,7 +144,7 @@ def test_without_the_sentinels_password_every_client_fails_saying_so(sentinel_en
         with queue.get_celery().connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     assert not queue.enqueue_summary("SMnoauth")
-    limit = CreateRateLimit(os.environ["REDIS_URL"], Settings.from_env(os.environ))
+    limit = RateLimit(os.environ["REDIS_URL"], Settings.from_env(os.environ))
     with pytest.raises(redis.sentinel.MasterNotFoundError, match=refused):  # check() fails open on this
         limit.limiter.hit(limit.items[0], "create", "ACnoauth")
     # A wrong one (Redis's own, say) is refused alike, and not echoed.

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from api.errors import TooManyRequests
-from api.ratelimit import CreateRateLimit
+from api.ratelimit import RateLimit
 from shared.platform import queue
 from shared.platform.config import SettingError, Settings, get_settings
 from tests.conftest import _reset_caches
@@ -55,7 +55,7 @@ def every_client_works(url: str) -> None:
     assert queue.enqueue_summary("SMtls1")  # kombu's publish, then the in-flight marker through redis-py
     assert queue.get_redis().exists(queue.IN_FLIGHT_KEY.format(sid="SMtls1"))
     published("SMtls1")
-    limit = CreateRateLimit(url, Settings.from_env({**os.environ, "CREATE_RATE_LIMIT": "2/minute"}))
+    limit = RateLimit(url, Settings.from_env({**os.environ, "CREATE_RATE_LIMIT": "2/minute"}))
     limit.check("ACtls")
     limit.check("ACtls")
     with pytest.raises(TooManyRequests):  # counted in the TLS Redis: the limit fails open when Redis is unreachable
@@ -76,7 +76,7 @@ def test_without_the_ca_file_no_client_connects_certificate_unverified(tls_redis
         with queue.get_celery().connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     assert not queue.enqueue_summary("SMtls2")
-    limit = CreateRateLimit(tls_redis.url(), get_settings())
+    limit = RateLimit(tls_redis.url(), get_settings())
     with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         limit.limiter.hit(limit.items[0], "create", "ACtls")
 

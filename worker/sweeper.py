@@ -4,7 +4,8 @@ Lost means: `queued` with no message in flight (the enqueue failed, or Redis los
 `in-progress` with an expired lease (the worker died). Sending twice is harmless: the claim is
 a guarded update, so only one worker computes a summary.
 
-It also sends the message of every callback delivery that is due and has none on its way.
+It also sends the message of every callback delivery that is due and has none on its way; and,
+less often, removes the provisional calls nothing confirmed (shared/calls/provisional.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import logging
 from sqlalchemy import func, select
 
 from shared.callbacks import deliveries
+from shared.calls import provisional
 from shared.models import FeedbackSummary
 from shared.platform import metrics
-from shared.platform.db import get_sessionmaker
+from shared.platform.config import get_settings
+from shared.platform.db import get_engine, get_sessionmaker
 from shared.platform.queue import (
+    EXPIRE_PROVISIONAL_CALLS,
     SWEEP,
     callbacks_without_message,
     enqueue_callback,
@@ -74,3 +78,19 @@ def sweep() -> int:
     if due:
         log.info("sweeper sent %d of %d due callbacks", sent, len(due))
     return resent + sent
+
+
+@app.task(name=EXPIRE_PROVISIONAL_CALLS, ignore_result=True)
+def expire_provisional_calls() -> int:
+    """Batch after batch, each its own transaction, until none is left past its grace."""
+    grace_s, removed = get_settings().provisional_call_grace_s, 0
+    while True:
+        with get_engine().begin() as connection:
+            batch = provisional.expire(connection, grace_s)
+        removed += len(batch)
+        if len(batch) < provisional.EXPIRY_BATCH:
+            break
+    if removed:
+        log.warning("removed %d provisional calls (and their feedback) that no call source confirmed within %ds",
+                    removed, grace_s)
+    return removed

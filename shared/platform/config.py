@@ -284,6 +284,10 @@ class Settings:
     callback_max_in_flight_per_account: int  # an account's fair share of the callback threads
     callback_attempt_deadline_s: float  # one attempt, all told: connect, TLS, headers and body
     create_rate_limit: str  # per account, in the `limits` notation: "100/second;2000/minute"
+    feedback_rate_limit: str  # feedback posts per account, likewise
+    # A provisional call (known from a feedback post) of an account whose calls come from Twilio is
+    # removed, with its feedback, when no call source has confirmed it within this.
+    provisional_call_grace_s: int
     public_base_url: str | None  # scheme://host[:port] Twilio uses to reach us, for checking its signatures
     twilio_api_base_url: str  # where `summaries calls sync` reads Twilio's Calls API
     # An API key and its secret for `calls sync`, used instead of the account's auth token when both are set.
@@ -350,6 +354,11 @@ class Settings:
             callback_max_in_flight_per_account=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_ACCOUNT", 16),
             callback_attempt_deadline_s=_float(env, "CALLBACK_ATTEMPT_DEADLINE_S", 15.0),
             create_rate_limit=_rate(env, "CREATE_RATE_LIMIT", "100/second;3000/minute"),
+            # Feedback comes once per call: a busy contact centre's whole traffic, not a summary's.
+            feedback_rate_limit=_rate(env, "FEEDBACK_RATE_LIMIT", "200/second;6000/minute"),
+            # 48 h: Twilio's status callback comes within seconds of the call; a daily `calls sync` is
+            # given a day more.
+            provisional_call_grace_s=_int(env, "PROVISIONAL_CALL_GRACE_S", 48 * 3600, 60),
             public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
             twilio_api_base_url=_base_url(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
             twilio_api_key=_optional(env, "TWILIO_API_KEY"),

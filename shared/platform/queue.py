@@ -23,6 +23,8 @@ SUMMARIES_QUEUE = "summaries"
 CALLBACKS_QUEUE = "callbacks"
 COMPUTE_SUMMARY = "summaries.compute"
 SWEEP = "summaries.sweep"
+EXPIRE_PROVISIONAL_CALLS = "summaries.expire_provisional_calls"
+EXPIRE_PROVISIONAL_INTERVAL_S = 600.0  # the grace is hours: every 10 minutes is plenty
 DELIVER_CALLBACK = "callbacks.deliver"
 # "A compute message for this summary is in Redis": set on send, cleared on claim. Lost with the
 # queue itself (FLUSHALL, an emptied restart), which is exactly when the sweeper must re-send.
@@ -95,6 +97,9 @@ def make_celery(url: str, settings: Settings) -> Celery:
             "sweep-lost-work": {"task": SWEEP, "schedule": float(settings.sweep_interval_s)},
             # worker/folding.py: rollup deltas into the daily rows; a stale message is dropped.
             "fold-rollups": {"task": "summaries.fold_rollups", "schedule": 1.0, "options": {"expires": 10}},
+            # worker/sweeper.py: provisional calls nothing confirmed within PROVISIONAL_CALL_GRACE_S.
+            "expire-provisional-calls": {"task": EXPIRE_PROVISIONAL_CALLS, "schedule": EXPIRE_PROVISIONAL_INTERVAL_S,
+                                         "options": {"expires": EXPIRE_PROVISIONAL_INTERVAL_S}},
         },
     )
     return app
