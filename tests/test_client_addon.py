@@ -478,3 +478,41 @@ def test_the_addon_refuses_a_url_rewritten_by_any_other_means(through_front, acc
         feedback_summaries(client).create(start_date="2024-01-01", end_date="2024-01-31")
     assert through_front.url in str(refused.value)
     assert through_front.seen == []
+
+
+def python_block(document: Path, marker: str) -> str:
+    """The ```python block of `document` that contains `marker`."""
+    blocks = re.findall(r"```python\n(.*?)```", document.read_text(), re.S)
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"{len(found)} python blocks of {document} contain {marker!r}"
+    return found[0]
+
+
+def test_the_documented_clients_keep_to_the_service_under_edge_and_region(through_front, account, engine,
+                                                                           monkeypatch):
+    """The README's and docs/migration.md's client code, as printed (the service's URL replaced by the
+    front's), run with twilio 8.13.0 and TWILIO_EDGE and TWILIO_REGION set: no request goes elsewhere."""
+    monkeypatch.setenv("TWILIO_EDGE", "dublin")
+    monkeypatch.setenv("TWILIO_REGION", "ie1")
+    call_sid = make_calls(engine, account, [dt.datetime(2024, 1, 2, 12)])[0]
+
+    def run(document: str, *markers: str) -> dict:
+        names = {"Client": Client, "account_sid": account.sid, "auth_token": account.auth_token,
+                 "call_sid": call_sid}
+        for marker in markers:
+            code = python_block(ROOT / document, marker)
+            for printed, here in (("http://127.0.0.1:8080", through_front.url),
+                                  ("https://summaries.example.com", f"http://{SERVICE_HOST}")):
+                code = code.replace(printed, here)
+            assert "base_url = " not in code or through_front.url in code or SERVICE_HOST in code, code
+            exec(compile(code, f"{document}: {marker}", "exec"), names)
+        return names
+
+    run("README.md", "client.api.base_url")  # create, fetch, feedback
+    run("docs/migration.md", "client.calls.feedback_summaries.create")  # create, feedback
+    add_on = run("docs/migration.md", "feedback_summaries(client)", "http_client.request")  # 3, and feedback
+    assert add_on["response"].status_code == 200
+
+    assert through_front.hosts() <= {(name, name) for name in through_front.service_hosts}
+    assert len(through_front.seen) == 9
+    assert {seen["authorization"] for seen in through_front.seen} == {basic(account)}
