@@ -226,9 +226,9 @@ print(json.dumps({
 
 def run_python(python, script: str, args: list[str], account, tmp_path, pythonpath: str | None,
                env: dict | None = None):
-    """`script` run by `python` with the account's credentials in the environment (and no edge, region or
-    PYTHONPATH of this process's, nor a proxy exception), plus `env`; what it printed, as JSON."""
-    dropped = ("PYTHONPATH", "TWILIO_EDGE", "TWILIO_REGION", *PROXY_EXCEPTIONS)
+    """`script` run by `python` with the account's credentials in the environment (and no edge, region,
+    proxy setting or PYTHONPATH of this process's), plus `env`; what it printed, as JSON."""
+    dropped = ("PYTHONPATH", "TWILIO_EDGE", "TWILIO_REGION", *PROXY_VARIABLES)
     environ = {name: value for name, value in os.environ.items() if name not in dropped}
     environ.update(TWILIO_ACCOUNT_SID=account.sid, TWILIO_AUTH_TOKEN=account.auth_token, **(env or {}))
     if pythonpath:
@@ -298,7 +298,7 @@ def test_the_same_script_with_twilio_8_and_the_newest_9(server, account, complet
 # was sent to, whether or not that host exists.
 
 SERVICE_HOST = "summaries.example.test"  # a reserved name, never resolved: the front answers for it
-PROXY_EXCEPTIONS = ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY")
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY")
 EDGE_CASES = [
     {"environ": {"TWILIO_EDGE": "dublin"}},
     {"environ": {"TWILIO_REGION": "ie1"}},
@@ -380,7 +380,7 @@ def front(server):
 @pytest.fixture
 def through_front(front, monkeypatch):
     """This process's requests go through the front (and no edge or region comes from outside)."""
-    for name in ("TWILIO_EDGE", "TWILIO_REGION", *PROXY_EXCEPTIONS):
+    for name in ("TWILIO_EDGE", "TWILIO_REGION", *PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("http_proxy", front.url)
     monkeypatch.setenv("HTTP_PROXY", front.url)
