@@ -12,18 +12,24 @@ library's own parts: its request path, its serializers and deserializers, its ex
     summary = feedback_summaries(client).create(start_date="2024-01-01", end_date="2024-01-31")
     feedback_summaries(client)(summary.sid).fetch().status  # queued, in-progress, completed, failed
 
-Requests go through `client.api.v2010`, the Version object of the client's Api domain, exactly as
-the library's own resources do: the URL is built from `client.api.base_url` when each request is
-made, the client's `http_client` sends it (with the client's credentials, edge and region), and an
-error answer becomes the `TwilioRestException` that version of the library raises.
+Requests take the path the library's own resources take: the URL is built from
+`client.api.base_url` when each request is made, the client's `request` adds its headers and
+credentials, its `http_client` sends it, and an error answer becomes the `TwilioRestException` that
+version of the library raises. With one exception: the client's edge and region (`Client(edge=...,
+region=...)`, TWILIO_EDGE and TWILIO_REGION, `client.edge`, `client.region`) do not apply. They name
+Twilio's hosts, but the library applies them to any host: this service's `summaries.example.com`
+would become `summaries.dublin.ie1.example.com`, and the credentials would go there. The client
+itself keeps them, for its requests to Twilio (see `_ServiceVersion`).
 """
 
 from __future__ import annotations
 
+import copy
 from datetime import date, datetime
 from typing import Any, Dict, List, Optional, Union
 
 from twilio.base import deserialize, serialize, values
+from twilio.base.exceptions import TwilioException
 from twilio.base.instance_context import InstanceContext
 from twilio.base.instance_resource import InstanceResource
 from twilio.base.list_resource import ListResource
@@ -36,7 +42,56 @@ __version__ = "0.1.0"
 def feedback_summaries(client: Any, account_sid: Optional[str] = None) -> "FeedbackSummaryList":
     """The resource of `client` (twilio 8.x or 9.x), for `account_sid` (default: the client's account,
     as `client.calls.feedback_summaries` in twilio 8.13.0)."""
-    return FeedbackSummaryList(client.api.v2010, account_sid or client.account_sid)
+    return FeedbackSummaryList(_ServiceVersion(client), account_sid or client.account_sid)
+
+
+class _ServiceVersion(Version):
+    """`client.api.v2010` for this service: the same domain (`client.api`, so the URL starts with its
+    `base_url` as it is at each request) and the same request code, the client's, without the
+    client's edge and region.
+
+    twilio's `ClientBase.request` (8.13.0 and 9.x alike) passes every URL through `get_hostname`,
+    which, once `edge` or `region` is set, rebuilds the host as first label, edge, region and last
+    two labels, whatever the host: `http://127.0.0.1:8080` becomes `http://127.ie1.0.1:8080`. The
+    client's `edge` comes from `Client(edge=...)`, else TWILIO_EDGE (likewise `region`), so a
+    `None` argument does not clear it; and clearing it on the user's client would move that client's
+    requests to Twilio too. So each request is made by a shallow copy of the client (its class, its
+    credentials, headers and `http_client`) whose `edge` and `region` are `None`."""
+
+    def __init__(self, client: Any):
+        super().__init__(client.api, client.api.v2010.version)
+        self._client = client
+
+    def request(self, method: str, uri: str, params: Optional[Dict[str, object]] = None,
+                data: Optional[Dict[str, object]] = None, headers: Optional[Dict[str, str]] = None,
+                auth: Optional[Any] = None, timeout: Optional[float] = None, allow_redirects: bool = False) -> Any:
+        url = self.absolute_url(uri)
+        unrouted = copy.copy(self._client)
+        unrouted.edge = unrouted.region = None
+        unrouted.http_client = _SendsOnlyTo(url, self._client.http_client)
+        return unrouted.request(method, url, params=params, data=data, headers=headers, auth=auth,
+                                timeout=timeout, allow_redirects=allow_redirects)
+
+
+class _SendsOnlyTo:
+    """The client's `http_client`, for one request: refuses to send it to any other URL than the one
+    the add-on built (should a twilio release, or a `Client` subclass, rewrite URLs some other way
+    than through edge and region), so the credentials go nowhere else."""
+
+    def __init__(self, url: str, http_client: Any):
+        self._url = url
+        self._http_client = http_client
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if url != self._url:
+            raise TwilioException(
+                "twilio_feedback_summaries: refusing to send {} {}: the request is for {} (client.api.base_url); "
+                "the client changed its URL, and its credentials must go to the service only".format(
+                    method, url, self._url))
+        return self._http_client.request(method, url, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._http_client, name)
 
 
 def _boolean(value: Union[bool, str, object]) -> Union[str, object]:
