@@ -34,6 +34,8 @@ from shared.platform import db
 from shared.platform.config import get_settings
 
 REVISIONS = [path.name[:4] for path in sorted((MIGRATIONS_DIR / "versions").glob("0*.py"))]
+HEAD = REVISIONS[-1]
+WAITING = REVISIONS[REVISIONS.index("0009"):]  # the contract revision 0009, and every later one with it
 BATCH = 150  # 0003 and 0005 backfill in many batches, so the writers land between them
 
 
@@ -399,7 +401,7 @@ def test_a_roles_statement_and_idle_timeouts_cut_no_migration(scratch):
     assert upgrade(url, contract=True) == []
     blocker.join()
     assert time.monotonic() - held_at > 0.6  # it waited for the reader, twice as long as either timeout
-    assert current_revision(url) == "0009"
+    assert current_revision(url) == HEAD
 
 
 def _revision(name: str):
@@ -417,7 +419,7 @@ def test_0009_waits_for_the_contract_step_and_clears_what_the_old_0005_left(scra
         for sid, token in ACCOUNTS[:2]:
             connection.execute(text("INSERT INTO accounts (sid, friendly_name, auth_token) VALUES (:s, 'x', :t)"),
                                {"s": sid, "t": token})
-    assert upgrade(url) == ["0009"]  # 0005 applied by this run: the previous release may still read auth_token
+    assert upgrade(url) == WAITING  # 0005 applied by this run: the previous release may still read auth_token
     assert current_revision(url) == "0008"
     # As 0005 did before issue 15: the column dropped, its values still in every row's bytes.
     with engine.begin() as connection:
@@ -425,10 +427,10 @@ def test_0009_waits_for_the_contract_step_and_clears_what_the_old_0005_left(scra
     with engine.connect() as connection:
         assert all(token.encode() in raw_pages(connection, "accounts") for _, token in ACCOUNTS[:2])
     assert _revision("0009").contracts == "0005"
-    assert upgrade(url) == ["0009"]  # a second run proves nothing about the old release: still not applied
+    assert upgrade(url) == WAITING  # a second run proves nothing about the old release: still not applied
     assert current_revision(url) == "0008"
     assert upgrade(url, contract=True) == []  # the operator says the rollout is complete
-    assert current_revision(url) == "0009"
+    assert current_revision(url) == HEAD
     with engine.connect() as connection:
         pages = raw_pages(connection, "accounts")
     assert not any(token.encode() in pages for _, token in ACCOUNTS[:2])
@@ -452,5 +454,5 @@ def test_two_migrates_at_once_take_turns(scratch):
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert errors == [] and results == [["0009"], ["0009"]]
+    assert errors == [] and results == [WAITING, WAITING]
     assert current_revision(url) == "0008"
