@@ -249,6 +249,27 @@ def test_the_server_banner_carries_no_version(service_urls, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_gunicorn_masters_on_one_machine_share_no_control_socket(service_urls, tmp_path):
+    """gunicorn 27 opens a control socket at one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn):
+    a second master (the console, another checkout) took it from the first. Ours open none."""
+    from tests.processes import gunicorn
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(home)}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    masters = [gunicorn(tmp_path / name, env=env) for name in ("a", "b")]
+    try:
+        assert not list(home.rglob("*.ctl")), list(home.rglob("*"))
+        for process, _ in masters:
+            assert "Control socket" not in process.output()
+    finally:
+        for process, _ in masters:
+            process.stop()
+
+
+@pytest.mark.slow
 def test_metrics_stay_off_a_unix_socket_whatever_the_host_header_says(service_urls, tmp_path):
     """The documented set-up behind a proxy: the API on a unix socket, METRICS_PORT for the scraper.
     A request on the public socket naming the metrics port in `Host:` gets no /metrics (gunicorn
