@@ -45,6 +45,28 @@ def listener_port(environ: dict) -> int | None:
     return name[1] if isinstance(name, tuple) else None  # a unix socket's name is its path
 
 
+def error_response(raised: Exception, path: str) -> Response:
+    """The one place an exception becomes a response: Twilio's JSON error, with the error's headers
+    (Retry-After, Allow) whatever its kind."""
+    if isinstance(raised, ApiError):
+        error = raised
+    elif isinstance(raised, TRANSIENT_ERRORS) and statement_cancelled(raised):
+        # With the traceback: it names the statement, the first clue to whose lock it waited for.
+        log.warning("database statement cancelled (statement_timeout)", exc_info=raised, extra={"path": path})
+        error = DatabaseTimedOut()
+    elif isinstance(raised, TRANSIENT_ERRORS):
+        log.warning("database unavailable", exc_info=raised)
+        error = ServiceUnavailable()
+    elif isinstance(raised, DataError):
+        # Input PostgreSQL cannot hold (a NUL byte) that a check missed: the client's, not ours.
+        log.warning("input the database refused", exc_info=raised, extra={"path": path})
+        error = BadRequest("The request holds characters that cannot be stored")
+    else:
+        log.error("unhandled error", exc_info=raised, extra={"path": path})
+        error = InternalError()
+    return Response(error.status, error.to_dict(), list(error.headers))
+
+
 @dataclass
 class Services:
     """What handlers reach outside the request: the database, the queue, the settings."""
@@ -136,27 +158,8 @@ class App:
                 matched, handler, params = self._router_for(environ).match(method, path)
                 route = matched.template
                 response = self.handle(environ, method, path, request_id, matched, handler, params)
-            except ApiError as error:
-                response = Response(error.status, error.to_dict(), list(error.headers))
-            except TRANSIENT_ERRORS as raised:
-                if statement_cancelled(raised):
-                    # With the traceback: it names the statement, the first clue to whose lock it waited for.
-                    log.warning("database statement cancelled (statement_timeout)", exc_info=True,
-                                extra={"path": path})
-                    error = DatabaseTimedOut()
-                else:
-                    log.warning("database unavailable", exc_info=True)
-                    error = ServiceUnavailable()
-                response = Response(error.status, error.to_dict(), list(error.headers))
-            except DataError:
-                # Input PostgreSQL cannot hold (a NUL byte) that a check missed: the client's, not ours.
-                log.warning("input the database refused", exc_info=True, extra={"path": path})
-                error = BadRequest("The request holds characters that cannot be stored")
-                response = Response(error.status, error.to_dict())
-            except Exception:
-                log.exception("unhandled error", extra={"path": path})
-                error = InternalError()
-                response = Response(error.status, error.to_dict())
+            except Exception as raised:  # noqa: BLE001  (every failure becomes a Twilio error: error_response)
+                response = error_response(raised, path)
             elapsed_s = time.perf_counter() - started
             counter, latency = self._metrics_for(route, method if method in KNOWN_METHODS else "other",
                                                  response.status)

@@ -1,11 +1,14 @@
-"""The one error hierarchy. Each class declares its HTTP status and Twilio code; to_dict() renders it."""
+"""The API's errors: each class declares its HTTP status and Twilio code; to_dict() renders it.
+Under the service's root (shared/errors.py); api/app.py error_response() turns any exception into one."""
 
 from __future__ import annotations
+
+from shared.errors import ServiceError
 
 MORE_INFO = "https://www.twilio.com/docs/errors/{code}"
 
 
-class ApiError(Exception):
+class ApiError(ServiceError):
     """Base: an error answered to the client in Twilio's JSON format."""
 
     status = 500

@@ -8,8 +8,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import func, text
-from sqlalchemy import insert as cacheable_insert
+from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -20,8 +19,8 @@ from shared.callbacks import url as callback_url
 from shared.formats import EARLIEST_DATE, LATEST_DATE, parse_bool
 from shared.models import FeedbackSummary, IdempotencyKey
 from shared.platform import logs, metrics
-from shared.platform.db import after_commit, send_committed
-from shared.summaries.events import record
+from shared.platform.db import Outgoing, after_commit
+from shared.summaries import lifecycle
 from shared.summaries.representation import summary_resource
 
 DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -116,26 +115,6 @@ def _replay(session: Session, account, key: str, params: CreateParams) -> Respon
     return Response(201, summary_resource(summary), [("Idempotent-Replayed", "true")])
 
 
-# What summary_resource reads.
-RESOURCE_COLUMNS = ("sid", "account_sid", "start_date", "end_date", "include_subaccounts", "status", "call_count",
-                    "call_feedback_count", "quality_score_average", "quality_score_median",
-                    "quality_score_standard_deviation", "issues", "date_created", "date_updated")
-
-# A create without an Idempotency-Key: the summary and its `created` event in one statement on an
-# autocommit connection, committed when it returns (the data-modifying CTE and the insert are one
-# transaction: a summary never exists without its event). Then, committed, its message.
-CREATE_SUMMARY = text("""
-WITH s AS (
-    INSERT INTO feedback_summaries (sid, account_sid, request_id, start_date, end_date, include_subaccounts,
-                                    status_callback, status_callback_method)
-    VALUES (:sid, :account_sid, :request_id, :start_date, :end_date, :include_subaccounts, :status_callback,
-            :status_callback_method)
-    RETURNING *),
-e AS (INSERT INTO summary_events (summary_sid, kind, actor) SELECT sid, 'created', :request_id FROM s)
-SELECT """ + ", ".join(RESOURCE_COLUMNS) + " FROM s").columns(
-    *(FeedbackSummary.__table__.c[name] for name in RESOURCE_COLUMNS))
-
-
 def create(request: Request, account) -> Response:
     services = request.services
     params = parse_create(request)
@@ -145,9 +124,10 @@ def create(request: Request, account) -> Response:
         # never reaches the database. The limit is the caller's (a parent creating on its
         # subaccounts' paths spends its own).
         services.check_create_rate(request.caller.sid)
-        summary = request.connection.execute(CREATE_SUMMARY, dict(
-            sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params))).one()
-        send_committed(services.enqueue_summary, summary.sid)
+        # One statement on the request's autocommit connection, committed when it returns; then its message.
+        summary = lifecycle.create(request.connection, new_sid(SUMMARY), account.sid, request.request_id,
+                                   **asdict(params))
+        Outgoing(services.enqueue_summary, (summary.sid,))()
     else:
         summary = _create_with_key(request, account, key, params)
         if isinstance(summary, Response):
@@ -162,11 +142,10 @@ def _create_with_key(request: Request, account, key: str, params: CreateParams):
     session, services = request.session, request.services
     # Two rounds at most: a key whose summary is deleted between our insert and our read is free again.
     for _ in range(2):
-        # A plain INSERT ... RETURNING: no unit-of-work bookkeeping. The generic insert, not
-        # PostgreSQL's: that one has no cache key, so it was compiled on every request.
-        summary = session.scalars(cacheable_insert(FeedbackSummary).values(
-            sid=new_sid(SUMMARY), account_sid=account.sid, request_id=request.request_id, **asdict(params)
-        ).returning(FeedbackSummary)).one()
+        # In the session's transaction, with its `created` event: committed with the key's claim, or
+        # rolled back with it.
+        summary = lifecycle.create(session, new_sid(SUMMARY), account.sid, request.request_id,
+                                   idempotency_key=key, **asdict(params))
         window_s = services.settings.idempotency_window_s
         if _claim_key(session, account, key, params, summary.sid, window_s):
             break
@@ -177,7 +156,6 @@ def _create_with_key(request: Request, account, key: str, params: CreateParams):
     # Counted only now: a refused request or an idempotent replay uses none of the limit. The limit
     # is the caller's, so a parent creating on its subaccounts' paths spends its own.
     services.check_create_rate(request.caller.sid)
-    record(session, summary.sid, "created", request.request_id, idempotency_key=key)
     after_commit(session, services.enqueue_summary, summary.sid)
     session.commit()
     return summary
@@ -196,7 +174,7 @@ def fetch(request: Request, account, Sid: str) -> Response:
 
 
 def delete(request: Request, account, Sid: str) -> Response:
-    summary = _owned_summary(request, account, Sid)
-    request.session.delete(summary)
-    request.session.commit()
+    # One statement, guarded by the account: a SID of another account (or none) deletes nothing, a 404.
+    if not is_sid(Sid, SUMMARY) or not lifecycle.delete(request.connection, Sid, account.sid):
+        raise NotFound(request.path)
     return Response(204)

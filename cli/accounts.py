@@ -6,11 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.accounts.sids import ACCOUNT, is_auth_token, is_sid, new_auth_token, new_sid
+from shared.errors import AccountError
 from shared.models import Account
-
-
-class AccountError(ValueError):
-    """Raised when an account cannot be created as asked (unknown parent, or a nested subaccount)."""
 
 
 def create_account(session: Session, friendly_name: str | None = None, parent_sid: str | None = None,

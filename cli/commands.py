@@ -10,17 +10,16 @@ import sys
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cli.accounts import AccountError, create_account
+from cli.accounts import create_account
 from cli.imports import ImportFailed, import_calls, import_feedback
 from cli.seed import seed as seed_account
+from shared.errors import CommandError
 from shared.models import Account
+from shared.operator import actions, views
 from shared.platform.config import get_settings
 from shared.platform.db import database_url, error_line, get_engine
 from shared.safe_text import safe
-
-
-class CommandError(Exception):
-    """Raised for a command that cannot do what was asked; printed without a traceback."""
+from shared.summaries.events import operator
 
 
 def print_json(value: object) -> None:
@@ -103,8 +102,6 @@ def _create_account(args: argparse.Namespace) -> None:
         try:
             account = create_account(session, args.name, args.parent, sid=args.sid, auth_token=token)
             session.commit()
-        except AccountError as error:
-            raise CommandError(error) from None
         except IntegrityError:  # created meanwhile by someone else
             raise CommandError(f"account {args.sid} already exists") from None
     # A token the operator gave is not printed back: it came through standard input to stay out of
@@ -124,10 +121,7 @@ def _token_action(args: argparse.Namespace) -> None:
                  "promote-token": (tokens.promote_token, "secondary token promoted"),
                  "delete-secondary": (tokens.delete_secondary, "secondary token deleted")}[args.action]
     with Session(get_engine()) as session:
-        try:
-            secondary = act(session, args.sid)
-        except AccountError as error:
-            raise CommandError(error) from None
+        secondary = act(session, args.sid)
         session.commit()
     if done:
         print(f"{args.sid}: {done}")
@@ -209,10 +203,8 @@ def seed(args: argparse.Namespace) -> None:
 
 
 def callbacks(args: argparse.Namespace) -> None:
-    from cli import callbacks as deliveries
-
     if args.action == "list":
-        rows = deliveries.list_deliveries(args.state, args.limit)
+        rows = views.deliveries(args.state, args.limit)
         if args.json:
             print_json(rows)
             return
@@ -221,17 +213,23 @@ def callbacks(args: argparse.Namespace) -> None:
             print(f"{row['summary_sid']:<34}  {row['state']:<9}  {row['attempts']:>5}  "
                   f"{safe((row['last_error'] or '')[:24]):<24}  {row['method']} {safe(row['url'])}")
         return
-    if args.rate <= 0:
-        raise CommandError("--rate must be positive")
-    if args.sids and (args.state or args.since or args.host):
-        raise CommandError("name summaries or choose by --state, not both")
-    if (args.since or args.host) and not args.state:
-        raise CommandError("--since and --host select among a --state")
-    try:
-        count = deliveries.redeliver(args)
-    except deliveries.SelectionError as error:
-        raise CommandError(error) from None
-    print(f"{count} deliveries {'would be sent' if args.dry_run else 'sent again'}")
+    plan = actions.plan_redelivery(actions.RedeliverySelection(tuple(args.sids), args.state, args.since, args.host))
+    for sid in plan.missing:
+        print(f"{safe(sid)}: no finished delivery (none, or still pending)")
+    if args.dry_run:
+        for planned in plan.deliveries:
+            print(f"{_planned(planned, 'would send')}\n  " +
+                  safe("&".join(f"{k}={v}" for k, v in sorted(planned.params.items()))))
+    else:
+        for step in actions.redeliver(plan, operator(), get_settings(), args.rate):
+            print(_planned(step.delivery, "sending" if step.sent else "changed since the plan, left alone:"),
+                  flush=True)
+    print(f"{len(plan.deliveries)} deliveries {'would be sent' if args.dry_run else 'sent again'}")
+
+
+def _planned(planned, action: str) -> str:
+    return (f"{planned.summary_sid}: {action} {planned.method} {safe(planned.url)} ({planned.state} after "
+            f"{planned.attempts} attempts; token {planned.idempotency_token})")
 
 
 def _when(value) -> str:
@@ -243,9 +241,7 @@ def _age(seconds) -> str:
 
 
 def status(args: argparse.Namespace) -> None:
-    from cli.operations import status as gather
-
-    found = gather()
+    found = views.status()
     if args.json:
         print_json(found)
         return
@@ -270,9 +266,7 @@ def status(args: argparse.Namespace) -> None:
 
 
 def jobs(args: argparse.Namespace) -> None:
-    from cli.operations import jobs as gather
-
-    rows = gather(args.status, args.account, args.since, args.limit)
+    rows = views.jobs(args.status, args.account, args.since, args.limit)
     if args.json:
         print_json(rows)
         return
@@ -284,9 +278,7 @@ def jobs(args: argparse.Namespace) -> None:
 
 
 def show(args: argparse.Namespace) -> int:
-    from cli.operations import show as gather
-
-    found = {sid: gather(sid) for sid in args.sids}
+    found = {sid: views.show(sid) for sid in args.sids}
     if args.json:
         print_json(found)
         return 0 if all(found.values()) else 1
@@ -313,9 +305,7 @@ def show(args: argparse.Namespace) -> int:
 
 
 def retry(args: argparse.Namespace) -> None:
-    from cli.operations import retry as act
-
-    outcome = act(args.sids)
+    outcome = actions.retry(args.sids, operator())
     if args.json:
         print_json(outcome)
         return
@@ -324,10 +314,7 @@ def retry(args: argparse.Namespace) -> None:
 
 
 def purge(args: argparse.Namespace) -> None:
-    from cli.operations import purge as act
-    from cli.operations import purgeable
-
-    sids = purgeable(args.older_than)
+    sids = actions.purgeable(args.older_than)
     if not args.yes:
         if not sids:
             print("nothing to purge")
@@ -335,7 +322,7 @@ def purge(args: argparse.Namespace) -> None:
         answer = input(f"delete {len(sids)} failed summaries older than {args.older_than:g} days? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             raise CommandError("nothing was deleted")
-    deleted = act(sids) if sids else 0
+    deleted = actions.purge(sids, operator()) if sids else 0
     if args.json:
         print_json({"deleted": deleted})
     else:

@@ -18,6 +18,7 @@ from typing import IO, Iterable, Iterator
 from sqlalchemy import Connection
 
 from shared.accounts.sids import ACCOUNT, CALL, is_sid
+from shared.errors import ImportFailed
 from shared.formats import EARLIEST_DATE, LATEST_DATE, storable
 from shared.models import FEEDBACK_ISSUES
 from shared.platform.db import lift_statement_timeout
@@ -27,12 +28,6 @@ FEEDBACK_COLUMNS = ("call_sid", "quality_score", "issues", "date_created")
 ISSUE_SET = frozenset(FEEDBACK_ISSUES)
 
 
-class ImportFailed(ValueError):
-    """Raised for a file that cannot be loaded; the message names the line."""
-
-    def __init__(self, line: int | None, message: str):
-        super().__init__(f"line {line}: {message}" if line else message)
-        self.line = line
 
 
 def _timestamp(raw: str, line: int, column: str) -> dt.datetime:

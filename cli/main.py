@@ -120,12 +120,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _since(raw: str):
-    from cli.callbacks import parse_since
+    import datetime as dt
 
     try:
-        return parse_since(raw)
+        value = dt.datetime.fromisoformat(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {raw!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,18 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import OperationalError
 
     from cli import commands
-    from shared.platform.config import SettingError
+    from shared.errors import ServiceError, SettingError
     from shared.safe_text import safe
 
     try:
         _join_embedded(args.command)
         return getattr(commands, args.command)(args) or 0
-    except SettingError as error:
-        print(f"summaries {args.command}: configuration: {error}", file=sys.stderr)
-        return 2
-    except commands.CommandError as error:
+    except ServiceError as error:
         # One line, whatever the message quotes (a file's row, Twilio's answer).
-        print(f"summaries {args.command}: {safe(error)}", file=sys.stderr)
+        what = "configuration: " if isinstance(error, SettingError) else ""
+        print(f"summaries {args.command}: {what}{safe(error)}", file=sys.stderr)
         return 2
     except OperationalError as error:
         # The one failure an operator can act on without a traceback: say which database, and why.

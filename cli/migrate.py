@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
 import shared
+from shared.errors import MigrationBlocked
 from shared.migrations.rolling import UNLIMITED
 from shared.platform.config import get_settings
 from shared.platform.db import database_url, error_line, sqlalchemy_url
@@ -35,10 +36,6 @@ MIGRATE_LOCK = 0x7C0F_0015  # pg_advisory_xact_lock key of `summaries migrate`
 DURATION = re.compile(r"[1-9][0-9]*(ms|s)")
 
 log = logging.getLogger("summaries.migrate")
-
-
-class MigrationBlocked(Exception):
-    """A revision kept timing out on a lock: another transaction holds it for longer than the retries last."""
 
 
 def alembic_config(url: str | None = None, lock_timeout: str = LOCK_TIMEOUT, batch_size: int | None = None) -> Config:

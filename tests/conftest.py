@@ -21,19 +21,10 @@ from sqlalchemy import create_engine, text
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cfs-test-metrics-")
 
 from cli.migrate import upgrade
-from shared.platform import db, queue  # noqa: E402
-from shared.platform.config import get_settings
+from shared.platform import db  # noqa: E402
 from shared.platform.embedded import EmbeddedRedis, postgres_url
 from tests.processes import RUNNING, stop_all
-from tests.support import TABLES, WsgiClient
-
-
-def _reset_caches() -> None:
-    from shared.accounts import secrets
-
-    for cached in (get_settings, db.get_engine, db.get_sessionmaker, queue.get_celery, queue.get_redis,
-                   secrets.cipher):
-        cached.cache_clear()
+from tests.support import TABLES, WsgiClient, make_account, reset_caches
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,14 +60,14 @@ def service_urls():
     os.environ.setdefault("AUTH_TOKEN_KEYS", Fernet.generate_key().decode())
     os.environ.update(DATABASE_URL=database, REDIS_URL=broker, SUMMARIES_DATA_DIR=str(data_dir),
                       SWEEP_INTERVAL_S="1", SUMMARY_LEASE_S="3", CREATE_RATE_LIMIT="100000/second")
-    _reset_caches()
+    reset_caches()
     engine = create_engine(db.sqlalchemy_url(database))
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
     upgrade(database)
     yield {"database": database, "redis": broker, "data_dir": data_dir}
-    _reset_caches()
+    reset_caches()
     if embedded_redis:
         embedded_redis.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -93,6 +84,26 @@ def _no_redis_outage():
 
 
 @pytest.fixture
+def settings_env(service_urls):
+    """settings_env(NAME=value, ...): this process reads its settings (and makes its engine and Redis
+    clients) anew from the environment with these set; all undone, and read again, after the test."""
+    patch = pytest.MonkeyPatch()
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            patch.setenv(name, value)
+        reset_caches()
+
+    yield apply
+    from shared.platform import db
+
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose()
+    patch.undo()
+    reset_caches()
+
+
+@pytest.fixture
 def engine(service_urls):
     engine = db.get_engine()
     with engine.begin() as connection:
@@ -106,6 +117,12 @@ def redis_client(service_urls):
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture
+def account(engine, redis_client):
+    """An account of its own (no parent), with its SID and auth token."""
+    return make_account(engine)
 
 
 @pytest.fixture

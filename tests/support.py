@@ -24,6 +24,20 @@ from shared.platform.embedded import free_port  # noqa: F401  (the tests take it
 
 TABLES = ("summary_events", "daily_calls", "daily_feedback", "calls_rollup_deltas", "feedback_rollup_deltas", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_feedback", "calls", "accounts")
 
+FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}  # a create's form: January 2024
+
+
+def reset_caches() -> None:
+    """Every setting, engine, client and key this process cached, read again from the environment
+    next time: the one way a test changes the process's configuration (the settings_env fixture)."""
+    from shared.accounts import secrets
+    from shared.platform import db, queue
+    from shared.platform.config import get_settings
+
+    for cached in (get_settings, db.get_engine, db.get_sessionmaker, queue.get_celery, queue.get_redis,
+                   secrets.cipher):
+        cached.cache_clear()
+
 
 DEBIAN_PROGRAMS = dict(line.split()[:2] for line in (Path(__file__).parent / "debian-programs.txt").read_text().splitlines()
                        if line.strip() and not line.startswith("#"))
@@ -184,3 +198,43 @@ def lock_held(engine, statement: str, for_s: float | None = None):
     finally:
         release.set()
         thread.join(10)
+
+
+# --- summaries, in the states the tests need, through their owner (shared/summaries/lifecycle.py) ---
+
+def summary_in(engine: Engine, account: Account, status: str = "queued", reason: str = "boom",
+               start: dt.date = dt.date(2024, 1, 1), end: dt.date = dt.date(2024, 1, 31), **params) -> str:
+    """A summary created and moved to `status` as the API and a worker would (queued -> in-progress
+    -> completed or failed, each move recorded in its timeline); its sid."""
+    from shared.accounts.sids import SUMMARY
+    from shared.summaries import lifecycle
+
+    sid = new_sid(SUMMARY)
+    values = {"include_subaccounts": False, "status_callback": None, "status_callback_method": "POST", **params}
+    with engine.begin() as connection:
+        lifecycle.create(connection, sid, account.sid, "RQtest", start_date=start, end_date=end, **values)
+        if status != "queued":
+            lifecycle.claim(connection, sid, "test-worker", 300)
+        if status == "completed":
+            lifecycle.complete(connection, sid, "test-worker", {
+                "call_count": 0, "call_feedback_count": 0, "quality_score_average": None,
+                "quality_score_median": None, "quality_score_standard_deviation": None, "issues": []})
+        elif status == "failed":
+            lifecycle.fail(connection, sid, "test-worker", reason)
+    return sid
+
+
+def backdate(engine: Engine, table: str, sids: list[str], days: float = 0, column: str = "date_updated",
+             key: str = "sid") -> None:
+    """The tests' one time machine: as if these rows were last changed `days` ago (no code path of the
+    service writes the past, so the tests do, here only)."""
+    assert table in ("feedback_summaries", "callback_deliveries") and column in ("date_updated", "lease_expires_at")
+    with engine.begin() as connection:
+        connection.execute(text(f"UPDATE {table} SET {column} = now() - make_interval(secs => :s) "
+                                f"WHERE {key} = ANY(:sids)"), {"s": days * 86400, "sids": list(sids)})
+
+
+def post_summary(client, account: Account, form: dict | None = None, **kwargs) -> Result:
+    """POST a create as the account itself (FORM unless given): the API's answer."""
+    return client.post(summaries_path(account.sid), form=FORM if form is None else form,
+                       auth=(account.sid, account.auth_token), **kwargs)

@@ -12,9 +12,8 @@ from sqlalchemy.orm import sessionmaker
 
 from api.app import App, Services
 from shared.platform.config import get_settings
-from tests.support import WsgiClient, feedback_path, free_port, make_account, make_calls, snapshot, summaries_path
+from tests.support import FORM, WsgiClient, feedback_path, free_port, make_account, make_calls, snapshot, summaries_path
 
-FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
 MORE_INFO = "https://www.twilio.com/docs/errors/{}"
 
 

@@ -8,15 +8,11 @@ import email.utils
 import pytest
 from sqlalchemy import text
 
-from tests.support import add_feedback, feedback_path, make_account, make_calls, snapshot
+from tests.support import add_feedback, feedback_path, make_calls, snapshot
 from tests.test_api_errors import assert_error
 
 FEEDBACK_FIELDS = {"account_sid", "date_created", "date_updated", "issues", "quality_score", "sid"}
 
-
-@pytest.fixture
-def account(engine):
-    return make_account(engine)
 
 
 @pytest.fixture

@@ -4,27 +4,18 @@ import email.utils
 
 import pytest
 
-from tests.support import make_account, queued_messages, snapshot, summaries_path
+from tests.support import FORM, make_account, post_summary, queued_messages, snapshot, summaries_path
 
 SUMMARY_FIELDS = {
     "account_sid", "call_count", "call_feedback_count", "date_created", "date_updated", "end_date",
     "include_subaccounts", "issues", "quality_score_average", "quality_score_median",
     "quality_score_standard_deviation", "sid", "start_date", "status",
 }
-FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
 
-
-@pytest.fixture
-def account(engine):
-    return make_account(engine)
-
-
-def create(client, account, form=FORM, **kwargs):
-    return client.post(summaries_path(account.sid), form=form, auth=(account.sid, account.auth_token), **kwargs)
 
 
 def test_create_answers_201_with_exactly_the_schema_fields_and_queued(client, account):
-    response = create(client, account, {**FORM, "IncludeSubaccounts": "true"})
+    response = post_summary(client, account, {**FORM, "IncludeSubaccounts": "true"})
     assert response.status == 201
     body = response.json
     assert set(body) == SUMMARY_FIELDS
@@ -41,20 +32,20 @@ def test_create_answers_201_with_exactly_the_schema_fields_and_queued(client, ac
 
 
 def test_create_enqueues_one_compute_message_carrying_only_the_sid(client, account, redis_client):
-    sid = create(client, account).json["sid"]
+    sid = post_summary(client, account).json["sid"]
     assert queued_messages(redis_client) == [{"task": "summaries.compute", "args": [sid]}]
     assert redis_client.exists(f"cfs:inflight:{sid}")
 
 
 @pytest.mark.parametrize("raw, expected", [("True", True), ("false", False), ("FALSE", False), ("", False)])
 def test_include_subaccounts_accepts_any_case(client, account, raw, expected):
-    assert create(client, account, {**FORM, "IncludeSubaccounts": raw}).json["include_subaccounts"] is expected
+    assert post_summary(client, account, {**FORM, "IncludeSubaccounts": raw}).json["include_subaccounts"] is expected
 
 
 def test_callback_settings_are_stored(client, account, engine):
     from sqlalchemy import text
 
-    sid = create(client, account, {**FORM, "StatusCallback": "https://example.com/cb?x=1",
+    sid = post_summary(client, account, {**FORM, "StatusCallback": "https://example.com/cb?x=1",
                                    "StatusCallbackMethod": "get"}).json["sid"]
     with engine.connect() as connection:
         row = connection.execute(text("SELECT status_callback, status_callback_method FROM feedback_summaries "
@@ -63,14 +54,14 @@ def test_callback_settings_are_stored(client, account, engine):
 
 
 def test_fetch_returns_what_create_returned(client, account):
-    created = create(client, account).json
+    created = post_summary(client, account).json
     fetched = client.get(summaries_path(account.sid, created["sid"]), auth=(account.sid, account.auth_token))
     assert fetched.status == 200
     assert fetched.json == created
 
 
 def test_delete_answers_204_without_body_and_the_summary_is_gone(client, account):
-    sid = create(client, account).json["sid"]
+    sid = post_summary(client, account).json["sid"]
     auth = (account.sid, account.auth_token)
     deleted = client.delete(summaries_path(account.sid, sid), auth=auth)
     assert (deleted.status, deleted.body) == (204, b"")
@@ -80,8 +71,8 @@ def test_delete_answers_204_without_body_and_the_summary_is_gone(client, account
 
 
 def test_idempotency_key_replays_the_original_summary(client, account, redis_client):
-    first = create(client, account, headers={"Idempotency-Key": "order-42"})
-    again = create(client, account, headers={"Idempotency-Key": "order-42"})
+    first = post_summary(client, account, headers={"Idempotency-Key": "order-42"})
+    again = post_summary(client, account, headers={"Idempotency-Key": "order-42"})
     assert (first.status, again.status) == (201, 201)
     assert again.json == first.json
     assert again.headers.get("Idempotent-Replayed") == "true"
@@ -90,16 +81,16 @@ def test_idempotency_key_replays_the_original_summary(client, account, redis_cli
 
 def test_idempotency_key_is_per_account(client, account, engine):
     other = make_account(engine)
-    first = create(client, account, headers={"Idempotency-Key": "same"})
-    second = create(client, other, headers={"Idempotency-Key": "same"})
+    first = post_summary(client, account, headers={"Idempotency-Key": "same"})
+    second = post_summary(client, other, headers={"Idempotency-Key": "same"})
     assert first.json["sid"] != second.json["sid"]
 
 
 def test_idempotency_key_reused_with_other_parameters_is_refused_and_writes_nothing(client, account, engine,
                                                                                      redis_client):
-    create(client, account, headers={"Idempotency-Key": "k1"})
+    post_summary(client, account, headers={"Idempotency-Key": "k1"})
     before = snapshot(engine, redis_client)
-    response = create(client, account, {**FORM, "EndDate": "2024-02-01"}, headers={"Idempotency-Key": "k1"})
+    response = post_summary(client, account, {**FORM, "EndDate": "2024-02-01"}, headers={"Idempotency-Key": "k1"})
     assert (response.status, response.json["code"]) == (400, 20001)
     assert "Idempotency-Key" in response.json["message"]
     assert snapshot(engine, redis_client) == before
@@ -108,38 +99,29 @@ def test_idempotency_key_reused_with_other_parameters_is_refused_and_writes_noth
 def test_idempotency_key_expires_after_the_window(client, account, engine):
     from sqlalchemy import text
 
-    first = create(client, account, headers={"Idempotency-Key": "old"}).json["sid"]
+    first = post_summary(client, account, headers={"Idempotency-Key": "old"}).json["sid"]
     with engine.begin() as connection:
         connection.execute(text("UPDATE idempotency_keys SET date_created = now() - interval '25 hours'"))
-    second = create(client, account, headers={"Idempotency-Key": "old"}).json["sid"]
+    second = post_summary(client, account, headers={"Idempotency-Key": "old"}).json["sid"]
     assert second != first
 
 
 def test_deleting_the_summary_frees_its_idempotency_key(client, account):
-    first = create(client, account, headers={"Idempotency-Key": "del"}).json["sid"]
+    first = post_summary(client, account, headers={"Idempotency-Key": "del"}).json["sid"]
     client.delete(summaries_path(account.sid, first), auth=(account.sid, account.auth_token))
-    assert create(client, account, headers={"Idempotency-Key": "del"}).json["sid"] != first
+    assert post_summary(client, account, headers={"Idempotency-Key": "del"}).json["sid"] != first
 
 
-def test_create_survives_redis_being_down_and_keeps_the_summary_queued(engine, redis_client, monkeypatch):
+def test_create_survives_redis_being_down_and_keeps_the_summary_queued(engine, redis_client, settings_env):
     """The row is committed before the enqueue; a failed enqueue leaves it for the sweeper, never lost."""
     from api.factory import create_app
-    from shared.platform import queue
     from tests.support import WsgiClient
 
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("ENQUEUE_TIMEOUT_S", "0.5")
-    for cached in (queue.get_celery, queue.get_redis, queue.get_settings):
-        cached.cache_clear()
-    try:
-        account = make_account(engine)
-        response = create(WsgiClient(create_app()), account)
-        assert response.status == 201
-        assert response.json["status"] == "queued"
-    finally:
-        monkeypatch.undo()
-        for cached in (queue.get_celery, queue.get_redis, queue.get_settings):
-            cached.cache_clear()
+    settings_env(REDIS_URL="redis://127.0.0.1:1/0", ENQUEUE_TIMEOUT_S="0.5")
+    account = make_account(engine)
+    response = post_summary(WsgiClient(create_app()), account)
+    assert response.status == 201
+    assert response.json["status"] == "queued"
     with engine.connect() as connection:
         from sqlalchemy import text
 

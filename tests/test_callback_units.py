@@ -18,7 +18,7 @@ from shared.callbacks import url as callback_url
 from shared.callbacks.url import request_target
 from shared.signing import signature
 from worker import ssrf
-from worker.circuit import Admission, CircuitBreaker, Slots
+from shared.callbacks.circuit import Admission, CircuitBreaker, Slots
 from worker.retry_policy import Outcome, backoff_s, classify, next_delay_s, retry_after_s
 from worker.ssrf import Deadline, ForbiddenAddress, is_forbidden
 

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 from shared.platform.config import Settings
 from tests.processes import celery_beat, celery_worker, summaries_cli, wait_for
 from tests.receiver import Receiver, Reply
-from tests.support import make_account, make_calls, summaries_path
+from tests.support import FORM, make_account, make_calls, post_summary, summaries_path
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +61,7 @@ def start(tmp_path):
 
 
 def create(client, account, url: str, method: str = "POST") -> str:
-    form = {"StartDate": "2024-01-01", "EndDate": "2024-01-31", "StatusCallback": url, "StatusCallbackMethod": method}
-    response = client.post(summaries_path(account.sid), form=form, auth=(account.sid, account.auth_token))
+    response = post_summary(client, account, {**FORM, "StatusCallback": url, "StatusCallbackMethod": method})
     assert response.status == 201, response.body
     return response.json["sid"]
 
@@ -326,7 +325,7 @@ def test_a_retried_failure_that_completes_calls_back_completed(engine, client, a
     """A summary has one delivery row: when an operator's retry of its failure completes, the
     completed event replaces the failed one (it was left unsent behind it before), and an attempt of
     the failed event still in flight then records nothing on the new one."""
-    from cli.operations import retry
+    from shared.operator.actions import retry
     from shared.callbacks import deliveries
     from shared.callbacks.state import DeliveryState
     from shared.platform.db import autocommit
@@ -341,7 +340,7 @@ def test_a_retried_failure_that_completes_calls_back_completed(engine, client, a
     assert delivery(engine, sid)["params"]["Status"] == "failed"
     with autocommit() as connection:
         in_flight = deliveries.claim(connection, sid, 60)  # the failed event, being sent
-    assert retry([sid])[sid].startswith("queued")
+    assert retry([sid], "operator:test")[sid].startswith("queued")
     monkeypatch.setattr(rollups, "compute", computed)
     compute_summary.apply(args=[sid])
     replaced = delivery(engine, sid)
@@ -350,11 +349,11 @@ def test_a_retried_failure_that_completes_calls_back_completed(engine, client, a
     assert replaced["leased_until"] is None and replaced["idempotency_token"] != in_flight.idempotency_token
     with autocommit() as connection:
         late = deliveries.Attempt("delivered", 200, None, 5, "ok")
-        assert not deliveries.settle(connection, in_flight, DeliveryState.DELIVERED, late, None, None)
+        assert not deliveries.settle(connection, in_flight, DeliveryState.DELIVERED, late, None, None).recorded
         claimed = deliveries.claim(connection, sid, 60)
         assert claimed.params["Status"] == "completed" and claimed.attempt_limit > claimed.attempts
         sent = send(claimed, account.auth_token, Settings.from_env({"CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}))
         assert sent.status_code == 200
-        assert deliveries.settle(connection, claimed, DeliveryState.DELIVERED, late, None, None)
+        assert deliveries.settle(connection, claimed, DeliveryState.DELIVERED, late, None, None).recorded
     arrived = receiver.requests_to("/retried")[-1]
     assert arrived.form["Status"] == "completed" and delivery(engine, sid)["state"] == "delivered"

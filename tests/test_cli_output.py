@@ -12,7 +12,7 @@ from sqlalchemy import text
 from cli import commands
 from shared.accounts.sids import CALL, new_sid
 from shared.safe_text import safe
-from tests.support import make_account, snapshot, summaries_path
+from tests.support import make_account, snapshot, summary_in
 
 # What a receiver may answer (PostgreSQL text holds no NUL, so that one is for safe() alone).
 HOSTILE = "ok\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x1b]0;pwned\x07\x9b31m\r\nFAKE LINE\u202egnp.exe"
@@ -20,13 +20,9 @@ RAW = ("\x1b", "\x07", "\x9b", "\r", "\u202e", "\x00")
 
 
 def finished_with_a_hostile_callback(engine, client, account) -> str:
-    created = client.post(summaries_path(account.sid), auth=(account.sid, account.auth_token),
-                          form={"StartDate": "2024-01-01", "EndDate": "2024-01-31",
-                                "StatusCallback": "https://receiver.example.com/hook"})
-    sid = created.json["sid"]
+    sid = summary_in(engine, account, "failed", reason="boom " + HOSTILE,
+                     status_callback="https://receiver.example.com/hook")
     with engine.begin() as connection:
-        connection.execute(text("UPDATE feedback_summaries SET status = 'failed', failure_reason = :r WHERE sid = :s"),
-                           {"r": "boom " + HOSTILE, "s": sid})
         connection.execute(text(
             "INSERT INTO callback_deliveries (summary_sid, account_sid, url, host, method, params, idempotency_token, "
             "attempt_limit, state, attempts, last_error) VALUES (:s, :a, :u, 'receiver.example.com', 'POST', '{}', "

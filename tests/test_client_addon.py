@@ -41,10 +41,6 @@ from twilio_feedback_summaries import feedback_summaries  # noqa: E402
 pytestmark = pytest.mark.slow  # gunicorn, as a process; a script in a second interpreter
 
 
-@pytest.fixture
-def account(engine, redis_client):
-    return make_account(engine)
-
 
 @pytest.fixture
 def completed_sid(server, account, engine):

@@ -14,12 +14,11 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from tests.processes import wait_for
 from tests.receiver import Receiver, Reply
-from tests.support import make_account, make_calls, summaries_path
+from tests.support import make_account, make_calls, summaries_path, summary_in
 from tests.test_callbacks import attempts, create, delivery, settled, start  # noqa: F401  (start: a fixture)
 
 pytestmark = pytest.mark.slow
@@ -156,11 +155,12 @@ def test_an_answer_with_nul_and_control_bytes_is_recorded_escaped_and_settles(en
 
 
 def test_an_unusable_url_stored_before_it_was_refused_fails_once_for_good(engine, client, receiver, processes):
+    from shared.platform.queue import enqueue_summary
+
     account = new_account(engine)
-    sid = create(client, account, receiver.script("/placeholder"))
-    with engine.begin() as connection:  # as rows written before the API checked URLs would hold
-        connection.execute(text("UPDATE feedback_summaries SET status_callback = 'http://*.x/hook' WHERE sid = :s"),
-                           {"s": sid})
+    # As rows written before the API checked URLs would hold (the owner stores what it is given).
+    sid = summary_in(engine, account, status_callback="http://*.x/hook")
+    assert enqueue_summary(sid)
     processes("unusable")
     found = settled(engine, sid, "failed", 30)
     (attempt,) = attempts(engine, sid)

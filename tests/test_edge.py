@@ -10,14 +10,9 @@ import pytest
 
 from api.factory import create_app
 from shared.platform.config import Settings
-from tests.support import WsgiClient, feedback_path, make_account, make_calls, snapshot, summaries_path
-
-FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
+from tests.support import FORM, WsgiClient, feedback_path, make_account, make_calls, snapshot, summaries_path
 
 
-@pytest.fixture
-def account(engine, redis_client):
-    return make_account(engine)
 
 
 def auth(account) -> tuple[str, str]:

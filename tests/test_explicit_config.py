@@ -239,3 +239,36 @@ def test_a_data_directory_it_cannot_write_stops_a_worker_or_the_scheduler_in_one
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("summaries ")]
     assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
     assert lines[0].startswith(f"summaries {name}: configuration: SUMMARIES_DATA_DIR")
+
+
+def test_the_readme_table_is_the_declared_settings():
+    """Each setting is declared once (shared/platform/config.py Settings); README's table follows it:
+    every variable there, each with the default the declaration gives, and nothing undeclared."""
+    import re
+    from pathlib import Path
+
+    from shared.platform.config import declared
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| variable | default | meaning |"):]
+    table = table[:table.index("\n\n")]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        first, rest = line.split("|")[1], "|".join(line.split("|")[2:])
+        for variable in re.findall(r"`([A-Z_0-9]+)`", first):
+            rows[variable] = rest
+    procfile_only = {"PORT", "WEB_CONCURRENCY", "WORKER_CONCURRENCY", "CALLBACK_CONCURRENCY"}
+    variables = {variable for variable, _, _ in declared()}
+    assert set(rows) - procfile_only == variables, (set(rows) - procfile_only ^ variables)
+    for variable, default, _ in declared():
+        if default is None or isinstance(default, bool):
+            continue
+        shown = f"{default:g}" if isinstance(default, (int, float)) else str(default)
+        assert f"`{shown}`" in rows[variable].split("|")[0], (variable, shown, rows[variable][:80])
+
+
+def test_settings_are_typed_and_refuse_bad_values():
+    settings = Settings.from_env({"SUMMARY_LEASE_S": "60", "DATABASE_URL": " "})
+    assert settings.summary_lease_s == 60 and settings.database_url is None and settings.sweep_interval_s == 30
+    with pytest.raises(SettingError, match="SUMMARY_LEASE_S"):
+        Settings.from_env({"SUMMARY_LEASE_S": "five"})

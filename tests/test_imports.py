@@ -15,10 +15,6 @@ from tests.support import add_feedback, make_account, make_calls, snapshot
 UTC = dt.timezone.utc
 
 
-@pytest.fixture
-def account(engine):
-    return make_account(engine)
-
 
 def load(engine, loader, content: str) -> int:
     with engine.begin() as connection:

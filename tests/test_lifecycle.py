@@ -12,21 +12,17 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from shared.accounts.sids import SUMMARY, new_sid
-from shared.models import FeedbackSummary
 from shared.platform import queue
-from shared.summaries.lifecycle import IllegalTransition, claim, transition
-from shared.summaries.status import TRANSITIONS, SummaryStatus
-from tests.support import make_account, make_calls
+from shared.errors import IllegalTransition
+from shared.summaries import lifecycle
+from shared.summaries.lifecycle import claim
+from shared.summaries.status import OPERATOR_TRANSITIONS, TRANSITIONS, SummaryStatus
+from tests.support import backdate, make_calls, summary_in
 from worker import rollups
 
 ALLOWED = {(SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS), (SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED),
            (SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED)}
 
-
-@pytest.fixture
-def account(engine, redis_client):
-    return make_account(engine)
 
 
 @pytest.fixture
@@ -37,14 +33,8 @@ def compute_summary(service_urls):
     return compute_summary
 
 
-def insert_summary(engine, account, status: SummaryStatus = SummaryStatus.QUEUED, **values) -> str:
-    sid = new_sid(SUMMARY)
-    with Session(engine) as session:
-        session.add(FeedbackSummary(sid=sid, account_sid=account.sid, status=status.value,
-                                    start_date=dt.date(2024, 1, 1), end_date=dt.date(2024, 1, 31),
-                                    include_subaccounts=False, **values))
-        session.commit()
-    return sid
+def insert_summary(engine, account, status: SummaryStatus = SummaryStatus.QUEUED) -> str:
+    return summary_in(engine, account, status.value)
 
 
 def row(engine, sid: str) -> dict | None:
@@ -68,27 +58,35 @@ def test_the_workers_statements_are_held_to_the_table():
                 _status_move(expected, target)
 
 
-@pytest.mark.parametrize("current, target", list(itertools.product(SummaryStatus, SummaryStatus)))
-def test_every_transition_is_allowed_or_refused_as_the_spec_says(engine, account, current, target):
+RESULT = {"call_count": 0, "call_feedback_count": 0, "quality_score_average": None, "quality_score_median": None,
+          "quality_score_standard_deviation": None, "issues": []}
+# Every move the owner makes, by the status it moves to (the claim by another worker than summary_in's).
+MOVES = {SummaryStatus.IN_PROGRESS: lambda db, sid: lifecycle.claim(db, sid, "another-worker", 60),
+         SummaryStatus.COMPLETED: lambda db, sid: lifecycle.complete(db, sid, "test-worker", RESULT),
+         SummaryStatus.FAILED: lambda db, sid: lifecycle.fail(db, sid, "test-worker", "x")}
+
+
+@pytest.mark.parametrize("current, target", list(itertools.product(SummaryStatus, MOVES)))
+def test_every_move_happens_only_where_the_table_allows_it(engine, account, current, target):
     sid = insert_summary(engine, account, current)
-    with Session(engine) as session:
-        if (current, target) in ALLOWED:
-            assert transition(session, sid, current, target).status == target.value
-        else:
-            with pytest.raises(IllegalTransition):
-                transition(session, sid, current, target)
-        session.commit()
-    assert row(engine, sid)["status"] == (target if (current, target) in ALLOWED else current).value
-
-
-@pytest.mark.parametrize("actual", [SummaryStatus.IN_PROGRESS, SummaryStatus.COMPLETED, SummaryStatus.FAILED])
-def test_a_transition_from_a_status_the_summary_is_not_in_changes_nothing(engine, account, actual):
-    sid = insert_summary(engine, account, actual)
     before = row(engine, sid)
-    with Session(engine) as session:
-        assert transition(session, sid, SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS) is None
-        session.commit()
-    assert row(engine, sid) == before
+    with engine.begin() as connection:
+        moved = MOVES[target](connection, sid)
+    assert (moved is not None) == ((current, target) in ALLOWED)
+    if moved is None:
+        assert row(engine, sid) == before  # nothing changed, not even date_updated
+    else:
+        assert row(engine, sid)["status"] == target.value
+
+
+@pytest.mark.parametrize("current", list(SummaryStatus))
+def test_only_a_failed_summary_is_put_back_in_the_queue_by_an_operator(engine, account, current):
+    assert OPERATOR_TRANSITIONS == {SummaryStatus.FAILED: frozenset({SummaryStatus.QUEUED})}
+    sid = insert_summary(engine, account, current)
+    with engine.begin() as connection:
+        moved = lifecycle.retry_failed(connection, sid, "operator:test")
+    assert (moved is not None) == (current is SummaryStatus.FAILED)
+    assert row(engine, sid)["status"] == ("queued" if current is SummaryStatus.FAILED else current.value)
 
 
 def test_the_database_refuses_an_unknown_status(engine, account):
@@ -102,8 +100,8 @@ def test_a_claim_is_held_by_a_live_lease_and_taken_over_after_it_expires(engine,
     with Session(engine) as session:
         assert claim(session, sid, "a", 60).claimed_by == "a"
         assert claim(session, sid, "b", 60) is None  # a's lease is live
-        assert claim(session, sid, "a", 60).attempts == 2  # a retry of a's own message resumes
-        session.execute(text("UPDATE feedback_summaries SET lease_expires_at = now() - interval '1 second'"))
+        # A retry of a's own message resumes (here with a lease that has already run out).
+        assert claim(session, sid, "a", -1).attempts == 2
         taken = claim(session, sid, "b", 60)
         assert (taken.claimed_by, taken.status, taken.attempts) == ("b", "in-progress", 3)
         session.commit()
@@ -129,7 +127,7 @@ def test_compute_clears_the_in_flight_marker_when_it_claims(engine, account, red
 def test_a_summary_deleted_before_its_message_runs_is_not_recreated(engine, account, compute_summary):
     sid = insert_summary(engine, account)
     with engine.begin() as connection:
-        connection.execute(text("DELETE FROM feedback_summaries WHERE sid = :sid"), {"sid": sid})
+        assert lifecycle.delete(connection, sid, account.sid)
     compute_summary.apply(args=[sid])
     assert row(engine, sid) is None
 
@@ -141,7 +139,7 @@ def test_a_summary_deleted_while_it_is_computed_is_not_recreated(engine, account
     def compute_then_delete(*args, **kwargs):
         result = real_compute(*args, **kwargs)
         with engine.begin() as connection:  # the API's DELETE, from another connection, mid-job
-            connection.execute(text("DELETE FROM feedback_summaries WHERE sid = :sid"), {"sid": sid})
+            assert lifecycle.delete(connection, sid, account.sid)
         return result
 
     monkeypatch.setattr(rollups, "compute", compute_then_delete)
@@ -194,16 +192,14 @@ def test_a_transient_database_error_is_retried_and_then_completes(engine, accoun
 
 
 def test_the_sweeper_finds_queued_without_a_message_and_expired_leases_only(engine, account, redis_client):
-    old = {"date_updated": dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)}
-    lost_queued = insert_summary(engine, account, **old)
-    sent_queued = insert_summary(engine, account, **old)
+    lost_queued = insert_summary(engine, account)
+    sent_queued = insert_summary(engine, account)
+    expired = insert_summary(engine, account, SummaryStatus.IN_PROGRESS)
+    leased = insert_summary(engine, account, SummaryStatus.IN_PROGRESS)  # for 300 s
+    finished = [insert_summary(engine, account, status) for status in (SummaryStatus.COMPLETED, SummaryStatus.FAILED)]
+    backdate(engine, "feedback_summaries", [lost_queued, sent_queued, *finished], 60 / 86400)
+    backdate(engine, "feedback_summaries", [expired], 1 / 86400, column="lease_expires_at")
     fresh_queued = insert_summary(engine, account)  # its marker may not be written yet
-    expired = insert_summary(engine, account, SummaryStatus.IN_PROGRESS,
-                             lease_expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1))
-    leased = insert_summary(engine, account, SummaryStatus.IN_PROGRESS,
-                            lease_expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1))
-    insert_summary(engine, account, SummaryStatus.COMPLETED, **old)
-    insert_summary(engine, account, SummaryStatus.FAILED, **old)
     redis_client.set(queue.IN_FLIGHT_KEY.format(sid=sent_queued), 1)
     from worker.sweeper import lost_summaries
 

@@ -55,10 +55,6 @@ def summary_of(engine, account, day_from: dt.date, day_to: dt.date) -> dict:
     return ours
 
 
-@pytest.fixture
-def account(engine, redis_client):
-    return make_account(engine)
-
 
 def test_each_call_is_recorded_once_from_its_first_event_whatever_follows(client, engine, account):
     sid = new_sid(CALL)

@@ -31,7 +31,6 @@ from cli.migrate import MIGRATIONS_DIR, MigrationBlocked, alembic_config, curren
 from shared.migrations.rolling import UNLIMITED
 from shared.models import FEEDBACK_ISSUES
 from shared.platform import db
-from shared.platform.config import get_settings
 
 REVISIONS = [path.name[:4] for path in sorted((MIGRATIONS_DIR / "versions").glob("0*.py"))]
 HEAD = REVISIONS[-1]
@@ -351,22 +350,17 @@ def _hold(engine, statement: str, seconds: float) -> threading.Thread:
     return thread
 
 
-def test_summaries_migrate_retries_a_revision_blocked_by_a_lock(scratch, monkeypatch, caplog):
+def test_summaries_migrate_retries_a_revision_blocked_by_a_lock(scratch, settings_env, caplog):
     from cli.main import main
 
     url, engine = scratch
     upgrade(url, "0005")
     # 0006 adds a column to calls: it needs the table to itself, and a long transaction has read it.
     blocker = _hold(engine, "SELECT count(*) FROM calls", 1.0)
-    monkeypatch.setenv("DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        with caplog.at_level(logging.WARNING, logger="summaries.migrate"):
-            started = time.monotonic()
-            assert main(["migrate", "--lock-timeout", "200ms", "--contract"]) == 0
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+    settings_env(DATABASE_URL=url)
+    with caplog.at_level(logging.WARNING, logger="summaries.migrate"):
+        started = time.monotonic()
+        assert main(["migrate", "--lock-timeout", "200ms", "--contract"]) == 0
     blocker.join()
     assert current_revision(url) == REVISIONS[-1]
     assert time.monotonic() - started > 1.0

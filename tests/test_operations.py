@@ -20,10 +20,9 @@ from sqlalchemy import text
 from api.app import App, Services
 from tests.processes import ROOT, celery_worker, gunicorn, summaries_cli, wait_for
 from tests.receiver import Receiver, Reply
-from tests.support import WsgiClient, make_account, make_calls, summaries_path
+from tests.support import FORM, WsgiClient, backdate, make_account, make_calls, summaries_path, summary_in
 
 pytestmark = pytest.mark.slow
-FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
 # A lease longer than the test: the summary held on a lock below must not show as an expired lease
 # however slowly a loaded machine runs the commands that look at it (the run's default is 3 s). Its
 # computation must stay running for as long, not be cancelled by the statement timeout and retried.
@@ -150,11 +149,7 @@ def test_every_state_shows_in_status_jobs_show_and_metrics(system, engine, clien
 
 def test_purge_asks_before_deleting_failed_summaries(engine):
     account = make_account(engine)
-    with engine.begin() as connection:
-        connection.execute(text("INSERT INTO feedback_summaries (sid, account_sid, start_date, end_date, "
-                                "include_subaccounts, status, date_updated) VALUES ('FS' || md5('a'), :a, "
-                                "'2024-01-01', '2024-01-02', false, 'failed', now() - interval '3 days')"),
-                           {"a": account.sid})
+    backdate(engine, "feedback_summaries", [summary_in(engine, account, "failed")], 3)
     kept = summaries_cli("purge", "--failed", "--older-than", "7", "--yes")
     assert "deleted 0" in kept.stdout
     declined = summaries_cli("purge", "--failed", "--older-than", "2", stdin="n\n")
@@ -165,11 +160,15 @@ def test_purge_asks_before_deleting_failed_summaries(engine):
 def test_purge_deletes_more_failed_summaries_than_one_message_holds_parameters(engine):
     """An IN list binds one parameter per SID, and a protocol message holds 65,535."""
     account = make_account(engine)
+    failed = summary_in(engine, account, "failed")
+    # 70,000 failures through the owner would take minutes: copies of one it failed, made by
+    # PostgreSQL (the tests' one bulk write; shared/summaries/lifecycle.py writes every other summary).
     with engine.begin() as connection:
-        connection.execute(text("INSERT INTO feedback_summaries (sid, account_sid, start_date, end_date, "
-                                "include_subaccounts, status, date_updated) SELECT 'FS' || md5(g::text), :a, "
-                                "'2024-01-01', '2024-01-02', false, 'failed', now() - interval '3 days' "
-                                "FROM generate_series(1, 70000) g"), {"a": account.sid})
+        copies = connection.execute(text(
+            "INSERT INTO feedback_summaries SELECT (jsonb_populate_record(s, jsonb_build_object('sid', "
+            "'FS' || md5(g::text)))).* FROM feedback_summaries s, generate_series(2, 70000) g WHERE s.sid = :sid "
+            "RETURNING sid"), {"sid": failed}).scalars().all()
+    backdate(engine, "feedback_summaries", [failed, *copies], 3)
     purged = summaries_cli("purge", "--failed", "--older-than", "2", "--yes")
     assert purged.returncode == 0 and "deleted 70000 failed summaries" in purged.stdout, purged.stderr
 

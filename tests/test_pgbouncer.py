@@ -28,7 +28,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from shared.platform import db
-from shared.platform.config import SettingError, Settings, get_settings
+from shared.platform.config import SettingError, Settings
 from tests.processes import running, stopped, summaries_cli, wait_for
 from tests.support import (
     basic,
@@ -209,21 +209,12 @@ def test_prepared_statements_break_behind_pgbouncer_without_max_prepared_stateme
 
 
 @pytest.fixture(params=["off", "on"])
-def through_pgbouncer(request, engine, redis_client, pgbouncer, monkeypatch):
+def through_pgbouncer(request, engine, redis_client, pgbouncer, settings_env):
     """This process's engine (the API's, the in-process worker's) on PgBouncer, with prepared
     statements off, then on; the `engine` fixture's stays on the server, for the test's own setup
     and checks."""
-    monkeypatch.setenv("DATABASE_URL", pgbouncer.url)
-    monkeypatch.setenv("DATABASE_PREPARED_STATEMENTS", request.param)
-    for name, value in BEHIND_PGBOUNCER.items():
-        monkeypatch.setenv(name, value)
-    for cached in (get_settings, db.get_engine, db.get_sessionmaker):
-        cached.cache_clear()
-    yield request.param
-    db.get_engine().dispose()
-    monkeypatch.undo()
-    for cached in (get_settings, db.get_engine, db.get_sessionmaker):
-        cached.cache_clear()
+    settings_env(DATABASE_URL=pgbouncer.url, DATABASE_PREPARED_STATEMENTS=request.param, **BEHIND_PGBOUNCER)
+    return request.param
 
 
 CALLS = 40
@@ -372,7 +363,7 @@ def role_statement_timeout(engine, upstream):
 
 
 def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(upstream, engine, redis_client,
-                                                                               role_statement_timeout, monkeypatch):
+                                                                               role_statement_timeout, settings_env):
     """Through a transaction-mode PgBouncer (a fresh one: its server connections start with the
     role's timeout), with the process configured as documented: a request behind a lock is a 503
     within the timeout, and an import waiting longer than it goes through, its SET LOCAL carried
@@ -384,10 +375,7 @@ def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(
     account = make_account(engine)
     (call,) = make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)])
     bouncer = PgBouncer(upstream)
-    for name, value in {"DATABASE_URL": bouncer.url, "DATABASE_PREPARED_STATEMENTS": "off", **BEHIND_PGBOUNCER}.items():
-        monkeypatch.setenv(name, value)
-    for cached in (get_settings, db.get_engine, db.get_sessionmaker):
-        cached.cache_clear()
+    settings_env(DATABASE_URL=bouncer.url, DATABASE_PREPARED_STATEMENTS="off", **BEHIND_PGBOUNCER)
     try:
         client = WsgiClient(create_app())
         with engine.connect() as locker, locker.begin():
@@ -409,9 +397,6 @@ def test_behind_pgbouncer_the_roles_timeout_answers_503_and_the_imports_lift_it(
     finally:
         db.get_engine().dispose()
         bouncer.stop()
-        monkeypatch.undo()
-        for cached in (get_settings, db.get_engine, db.get_sessionmaker):
-            cached.cache_clear()
 
 
 SUMMARIES = 12

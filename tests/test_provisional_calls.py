@@ -68,22 +68,18 @@ def test_an_account_with_no_call_source_keeps_its_provisional_calls(client, engi
     assert (held.sid, held.quality_score, held.expires_at) == (sid, 2, None)
 
 
-def test_the_worker_task_removes_them_in_batches(client, engine, monkeypatch):
+def test_the_worker_task_removes_them_in_batches(client, engine, monkeypatch, settings_env):
     from worker import sweeper
 
     monkeypatch.setattr(provisional, "EXPIRY_BATCH", 2)
-    monkeypatch.setenv("PROVISIONAL_CALL_GRACE_S", str(GRACE_S))
-    sweeper.get_settings.cache_clear()
+    settings_env(PROVISIONAL_CALL_GRACE_S=str(GRACE_S))
     account = make_account(engine)
     make_calls(engine, account, [dt.datetime(2024, 1, 2, tzinfo=UTC)])  # a call source (an import, say)
     sids = [new_sid(CALL) for _ in range(5)]
     for sid in sids:
         assert post_feedback(client, account, sid).status == 200
         age(engine, sid, GRACE_S + 1)
-    try:
-        assert sweeper.expire_provisional_calls() == 5
-    finally:
-        sweeper.get_settings.cache_clear()
+    assert sweeper.expire_provisional_calls() == 5
     assert all(call_row(engine, sid) is None for sid in sids)
 
 

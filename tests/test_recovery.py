@@ -20,10 +20,9 @@ from shared.platform.db import sqlalchemy_url
 from shared.platform.queue import enqueue_summary
 from tests.processes import DisposablePostgres, celery_beat, celery_worker, wait_for
 from tests.reference import AGGREGATE_FIELDS, expected_for
-from tests.support import WsgiClient, make_account, make_calls, queued_messages, summaries_path
+from tests.support import FORM, WsgiClient, make_account, make_calls, post_summary, queued_messages, summaries_path
 
 pytestmark = pytest.mark.slow
-FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
 
 
 def statuses(engine, sids: list[str]) -> dict[str, str]:
@@ -47,7 +46,7 @@ def summary_row(engine, sid: str) -> dict:
 def create(client, account, n: int = 1) -> list[str]:
     sids = []
     for _ in range(n):
-        response = client.post(summaries_path(account.sid), form=FORM, auth=(account.sid, account.auth_token))
+        response = post_summary(client, account)
         assert response.status == 201
         sids.append(response.json["sid"])
     return sids

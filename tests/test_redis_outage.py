@@ -92,15 +92,12 @@ def test_a_probe_cut_short_neither_ends_the_outage_nor_stops_the_next_probe():
 
 @pytest.mark.slow
 def test_creates_do_not_wait_for_a_dead_redis_and_are_sent_once_it_is_back(engine, redis_client, tmp_path,
-                                                                          monkeypatch):
+                                                                          settings_env):
     from api.factory import create_app
 
     private = PrivateRedis(tmp_path)
     private.start()
-    monkeypatch.setenv("REDIS_URL", private.url)
-    monkeypatch.setenv("ENQUEUE_TIMEOUT_S", "1")
-    for cached in (queue.get_celery, queue.get_redis, queue.get_settings):
-        cached.cache_clear()
+    settings_env(REDIS_URL=private.url, ENQUEUE_TIMEOUT_S="1")
     try:
         client = WsgiClient(create_app())
         account = make_account(engine)
@@ -127,6 +124,3 @@ def test_creates_do_not_wait_for_a_dead_redis_and_are_sent_once_it_is_back(engin
         assert not any(back.exists(queue.IN_FLIGHT_KEY.format(sid=sid)) for sid in sids)
     finally:
         private.stop()
-        monkeypatch.undo()
-        for cached in (queue.get_celery, queue.get_redis, queue.get_settings):
-            cached.cache_clear()

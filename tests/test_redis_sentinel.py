@@ -25,11 +25,11 @@ from api.errors import TooManyRequests
 from api.ratelimit import RateLimit
 from shared.platform import queue, redis_connect
 from shared.platform.config import SettingError, Settings
-from tests.conftest import _reset_caches
+from tests.support import reset_caches
 from tests.processes import celery_beat, celery_worker, gunicorn, wait_for
 from tests.redis_servers import MASTER, SentinelRedis
 from tests.support import make_account, make_calls, summaries_path
-from worker.circuit import CircuitBreaker, Slots
+from shared.callbacks.circuit import CircuitBreaker, Slots
 
 
 def test_the_sentinel_url_and_what_kombu_is_given():
@@ -87,10 +87,10 @@ def sentinel_env(request, service_urls, monkeypatch, tmp_path):
         cluster = SentinelRedis(tmp_path)
     monkeypatch.setenv("REDIS_URL", cluster.url())
     monkeypatch.setenv("REDIS_SENTINEL_MASTER", MASTER)
-    _reset_caches()
+    reset_caches()
     yield cluster
     monkeypatch.undo()
-    _reset_caches()
+    reset_caches()
     cluster.stop()
 
 
@@ -137,7 +137,7 @@ def test_without_the_sentinels_password_every_client_fails_saying_so(sentinel_en
     # One sentinel named: redis-py retries a refused AUTH with backoff, about 4 s for each sentinel.
     monkeypatch.setenv("REDIS_URL", sentinel_env.url(sentinels=1))
     monkeypatch.delenv("REDIS_SENTINEL_PASSWORD_FILE")
-    _reset_caches()
+    reset_caches()
     with pytest.raises(redis.sentinel.MasterNotFoundError, match=refused):
         queue.get_redis().ping()
     with pytest.raises(Exception, match=refused):  # the broker: what a worker logs as it retries
@@ -149,7 +149,7 @@ def test_without_the_sentinels_password_every_client_fails_saying_so(sentinel_en
         limit.limiter.hit(limit.items[0], "create", "ACnoauth")
     # A wrong one (Redis's own, say) is refused alike, and not echoed.
     monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", REDIS_PASSWORD)
-    _reset_caches()
+    reset_caches()
     with pytest.raises(redis.sentinel.MasterNotFoundError, match=refused) as raised:
         queue.get_redis().ping()
     assert REDIS_PASSWORD not in str(raised.value)

@@ -14,7 +14,7 @@ from api.errors import TooManyRequests
 from api.ratelimit import RateLimit
 from shared.platform import queue
 from shared.platform.config import SettingError, Settings, get_settings
-from tests.conftest import _reset_caches
+from tests.support import reset_caches
 from tests.redis_servers import MASTER, TlsRedis
 
 
@@ -35,11 +35,11 @@ def use_env(service_urls, monkeypatch):
             monkeypatch.delenv(name, raising=False)
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
-        _reset_caches()
+        reset_caches()
 
     yield use
     monkeypatch.undo()
-    _reset_caches()
+    reset_caches()
 
 
 def published(sid: str) -> None:

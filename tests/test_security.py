@@ -15,9 +15,8 @@ from sqlalchemy import text
 
 from api.factory import create_app
 from shared.platform.config import Settings, get_settings
-from tests.support import WsgiClient, feedback_path, make_account, make_calls, snapshot, summaries_path
+from tests.support import FORM, WsgiClient, feedback_path, make_account, make_calls, snapshot, summaries_path
 
-FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
 CALLERS = ("owner", "parent", "subaccount", "sibling", "unrelated", "wrong token", "no credentials",
            "malformed credentials")
 OPERATIONS = ("create", "fetch", "delete", "feedback fetch", "feedback post")
@@ -325,11 +324,10 @@ def test_the_encryption_key_is_rotated_by_reencrypting(engine, world, monkeypatc
     from cli import accounts
     from shared.accounts import secrets
     from shared.models import Account
-    from shared.platform.config import get_settings
+    from tests.support import reset_caches
 
     def reread_keys():
-        get_settings.cache_clear()
-        secrets.cipher.cache_clear()
+        reset_caches()
 
     old_keys = b",".join(secrets._keys()).decode()
     new_key = Fernet.generate_key().decode()

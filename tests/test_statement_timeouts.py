@@ -15,14 +15,13 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from shared.accounts.sids import CALL, SUMMARY, new_sid
-from shared.models import FeedbackSummary
+from shared.accounts.sids import CALL, new_sid
 from shared.platform import db
-from shared.platform.config import SettingError, Settings, get_settings
+from shared.platform.config import SettingError, Settings
 from shared.signing import signature
 from tests.support import (
+    FORM,
     WsgiClient,
     feedback_path,
     lock_held,
@@ -31,31 +30,22 @@ from tests.support import (
     queued_messages,
     snapshot,
     summaries_path,
+    summary_in,
 )
 
 TIMEOUT_MS = 300
-FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}
 
 
 @pytest.fixture
-def timeouts(engine, monkeypatch):
+def timeouts(engine, settings_env):
     """Remake this process's engine with these settings: the API app, the worker's tasks and the
     commands made after the call use it. `engine` (made before) keeps the defaults, for the test's own
     setup, locks and checks."""
-    def clear():
-        for cached in (get_settings, db.get_engine, db.get_sessionmaker):
-            cached.cache_clear()
-
     def apply(**env):
-        for name, value in env.items():
-            monkeypatch.setenv(name, str(value))
-        clear()
+        settings_env(**{name: str(value) for name, value in env.items()})
         return db.get_engine()
 
-    yield apply
-    db.get_engine().dispose()
-    monkeypatch.undo()
-    clear()
+    return apply
 
 
 def show(connection, name: str) -> str:
@@ -180,12 +170,7 @@ def compute_summary(service_urls):
 
 
 def _queued_summary(engine, account) -> str:
-    sid = new_sid(SUMMARY)
-    with Session(engine) as session:
-        session.add(FeedbackSummary(sid=sid, account_sid=account.sid, start_date=dt.date(2024, 1, 1),
-                                    end_date=dt.date(2024, 1, 31), include_subaccounts=False))
-        session.commit()
-    return sid
+    return summary_in(engine, account)
 
 
 def _summary(engine, sid: str) -> dict:
@@ -266,12 +251,10 @@ def _seed(engine, account):
 
 
 def _purge(engine, account):
-    from cli.operations import purge
+    from shared.operator import actions
 
-    sid = _queued_summary(engine, account)
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE feedback_summaries SET status = 'failed' WHERE sid = :s"), {"s": sid})
-    return lambda: purge([sid]), 1
+    sid = summary_in(engine, account, "failed")
+    return lambda: actions.purge([sid], "operator:test"), 1
 
 
 # What each writes (and waits for), and how to make it ready before the lock is taken.

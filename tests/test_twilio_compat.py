@@ -14,10 +14,6 @@ from tests.support import make_account, make_calls, queued_messages
 pytestmark = pytest.mark.slow  # gunicorn, as a process
 
 
-@pytest.fixture
-def account(engine, redis_client):
-    return make_account(engine)
-
 
 def twilio_client(account, base_url: str) -> Client:
     client = Client(account.sid, account.auth_token)

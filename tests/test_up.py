@@ -194,5 +194,5 @@ def test_up_at_a_terminal_prints_one_prefixed_line_per_event_and_the_banner_last
         assert PREFIXED.match(line), line
     for line in after[stopping + 1:]:  # the processes' goodbyes (Celery prints "Warm shutdown" untimed)
         assert re.match(r"^(web|worker|callbacks|scheduler) +\| \S", line), line
-    assert any(line.startswith("web ") and f"request method=POST " in line and "status=201" in line and
+    assert any(line.startswith("web ") and "request method=POST " in line and "status=201" in line and
                f"summary_sid={created}" in line for line in logs), logs

@@ -19,24 +19,25 @@ from urllib.parse import urlsplit
 import redis
 import requests
 import urllib3
-from celery import Task
 
 from shared.callbacks import deliveries
 from shared.callbacks import url as callback_url
+from shared.callbacks.circuit import Admission, CircuitBreaker, Slots
 from shared.callbacks.deliveries import Claimed
 from shared.callbacks.state import DeliveryState
 from shared.callbacks.url import request_target
-from shared.platform import logs, metrics
+from shared.errors import ForbiddenAddress
+from shared.platform import metrics
 from shared.platform.config import Settings, get_settings
-from shared.platform.db import TRANSIENT_ERRORS, autocommit
+from shared.platform.db import autocommit
 from shared.platform.queue import CALLBACK_IN_FLIGHT_KEY, DELIVER_CALLBACK, clear_callback_in_flight, get_redis
 from shared.safe_text import safe
 from shared.signing import signature
 from worker import ssrf
 from worker.celery_app import app
-from worker.circuit import Admission, CircuitBreaker, Slots
-from worker.retry_policy import MAX_TRANSIENT_RETRIES, Outcome, classify, next_delay_s, retry_after_s, transient_delay_s
-from worker.ssrf import Deadline, ForbiddenAddress, is_forbidden, resolve
+from worker.retry_policy import Outcome, classify, next_delay_s, retry_after_s
+from worker.ssrf import Deadline, is_forbidden, resolve
+from worker.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,10 @@ def _settle(delivery: Claimed, result: AttemptResult, settings: Settings) -> Non
     error = result.error or (None if outcome is Outcome.DELIVERED else f"HTTP {result.status_code}")
     attempt = deliveries.Attempt(outcome.value, result.status_code, result.error, result.latency_ms, result.excerpt)
     with autocommit() as connection:
-        recorded = deliveries.settle(connection, delivery, target, attempt, error, delay_s)
-    if not recorded:
+        settled = deliveries.settle(connection, delivery, target, attempt, error, delay_s)
+    if settled.retry is not None:
+        settled.retry()
+    if not settled.recorded:
         return
     metrics.CALLBACK_ATTEMPTS.labels(outcome.value).inc()
     metrics.CALLBACK_LATENCY.observe(result.latency_ms / 1000)
@@ -144,24 +147,15 @@ def _settle(delivery: Claimed, result: AttemptResult, settings: Settings) -> Non
 
 def _postpone(delivery: Claimed, delay_s: float) -> None:
     with autocommit() as connection:
-        deliveries.postpone(connection, delivery, delay_s)
+        again = deliveries.postpone(connection, delivery, delay_s)
+    again()
 
 
-# max_retries: as the compute task's, retry_policy's count rather than Celery's default 3 (which
-# raised MaxRetriesExceededError before our own "left to the sweeper" could be said).
-@app.task(name=DELIVER_CALLBACK, bind=True, acks_late=True, ignore_result=True, max_retries=MAX_TRANSIENT_RETRIES)
+# A transient database error is retried by the base (worker/tasks.py); after the last retry the
+# delivery is still pending in PostgreSQL, and the sweeper sends it again once it is due.
+@app.task(name=DELIVER_CALLBACK, base=Task, bind=True, acks_late=True, ignore_result=True, about_a_summary=True)
 def deliver_callback(self: Task, summary_sid: str) -> None:
-    with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
-        try:
-            _deliver(summary_sid)
-        except TRANSIENT_ERRORS as exc:
-            if self.request.retries >= MAX_TRANSIENT_RETRIES:
-                # Still pending in PostgreSQL: the sweeper sends it again once it is due.
-                log.warning("database unavailable after %d retries; left to the sweeper", self.request.retries)
-                return
-            countdown = transient_delay_s(self.request.retries)
-            log.warning("transient database error; retrying in %.1fs", countdown)
-            raise self.retry(exc=exc, countdown=countdown)
+    _deliver(summary_sid)
 
 
 def _unsent(delivery: Claimed, error: str, final: bool, settings: Settings) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from shared.platform.db import error_line, get_engine, lift_statement_timeout, statement_cancelled, untimed_autocommit
 from worker.celery_app import app
 from worker.rollups import FEEDBACK_COLUMNS, FEEDBACK_DELTA_SUMS
+from worker.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def _vacuum() -> None:
                     error_line(error))
 
 
-@app.task(name=FOLD, acks_late=True, ignore_result=True)
+# The next run, a second later, is the retry of a transient error (transient_retries = 0).
+@app.task(name=FOLD, base=Task, acks_late=True, ignore_result=True, transient_retries=0)
 def fold_rollups() -> int:
     moved = fold()
     if moved:

@@ -34,10 +34,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-
-class ForbiddenAddress(Exception):
-    """Raised when a callback's connection reached an address it may not reach. Deliberately not an
-    OSError: urllib3 and requests would wrap it as a connection error, which is retried; this is final."""
+from shared.errors import ForbiddenAddress
 
 
 def is_forbidden(address: str, allowed: tuple = ()) -> bool:

@@ -6,19 +6,18 @@ import logging
 import time
 from collections.abc import Callable
 
-from celery import Task
 from sqlalchemy import Connection, Row
 
 from shared.callbacks import deliveries
-from shared.platform import logs, metrics
+from shared.platform import metrics
 from shared.platform.config import get_settings
-from shared.platform.db import TRANSIENT_ERRORS, autocommit, get_engine, send_committed
-from shared.platform.queue import COMPUTE_SUMMARY, clear_in_flight, enqueue_callback
+from shared.platform.db import TRANSIENT_ERRORS, autocommit, get_engine
+from shared.platform.queue import COMPUTE_SUMMARY, clear_in_flight
 from shared.safe_text import safe
 from shared.summaries.lifecycle import claim, complete, fail
 from worker import rollups
 from worker.celery_app import app
-from worker.retry_policy import MAX_TRANSIENT_RETRIES, transient_delay_s
+from worker.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +27,20 @@ def _owner(task: Task) -> str:
     return f"{task.request.hostname}/{task.request.id}"
 
 
+def _retries_exhausted(self, exc: Exception, summary_sid: str) -> None:
+    _fail(summary_sid, _owner(self), f"database unavailable after {self.request.retries} retries: {exc}")
+
+
 # A hard time limit of twice the lease: a prefork child stuck in a computation (a query queued behind
 # a lock, with DATABASE_STATEMENT_TIMEOUT_MS off) is killed and replaced instead of holding its slot
 # for ever while its parent still beats for the liveness probe; its lease has long expired and the
 # sweeper has sent the summary again. (The threads pool has no time limits; its computations end with
-# their statements.) max_retries: Celery's default, 3, would end the retries before retry_policy's
-# count and leave the summary in-progress, without the reason, until its lease ran out.
-@app.task(name=COMPUTE_SUMMARY, bind=True, acks_late=True, ignore_result=True,
-          time_limit=2 * get_settings().summary_lease_s, max_retries=MAX_TRANSIENT_RETRIES)
+# their statements.) A transient database error is retried by the base (worker/tasks.py); after the
+# last retry the summary fails with the reason, rather than wait in-progress for its lease to run out.
+@app.task(name=COMPUTE_SUMMARY, base=Task, bind=True, acks_late=True, ignore_result=True,
+          time_limit=2 * get_settings().summary_lease_s, about_a_summary=True,
+          on_retries_exhausted=_retries_exhausted)
 def compute_summary(self: Task, summary_sid: str) -> None:
-    with logs.bind(summary_sid=summary_sid, task_id=self.request.id):
-        _compute(self, summary_sid)
-
-
-def _compute(self: Task, summary_sid: str) -> None:
     owner, settings = _owner(self), get_settings()
     started = time.perf_counter()
     try:
@@ -54,13 +53,8 @@ def _compute(self: Task, summary_sid: str) -> None:
             result = rollups.compute(connection, summary.account_sid, summary.include_subaccounts,
                                      summary.start_date, summary.end_date)
         done = _finish(lambda db: complete(db, summary_sid, owner, result.columns()), bool(summary.status_callback))
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= MAX_TRANSIENT_RETRIES:
-            _fail(summary_sid, owner, f"database unavailable after {self.request.retries} retries: {exc}")
-            return
-        countdown = transient_delay_s(self.request.retries)
-        log.warning("transient database error; retrying in %.1fs", countdown)
-        raise self.retry(exc=exc, countdown=countdown)
+    except TRANSIENT_ERRORS:
+        raise  # the base's to retry
     except Exception as exc:
         log.exception("summary failed")
         _fail(summary_sid, owner, f"{type(exc).__name__}: {exc}")
@@ -82,9 +76,9 @@ def _finish(move: Callable[[Connection], Row | None], with_callback: bool) -> Ro
             return move(connection)
     with get_engine().begin() as connection:
         done = move(connection)
-        added = deliveries.add(connection, done, get_settings().callback_max_attempts)
-    if added:
-        send_committed(enqueue_callback, done.sid)
+        outgoing = deliveries.add(connection, done, get_settings().callback_max_attempts)
+    if outgoing is not None:
+        outgoing()
     return done
 
 

@@ -32,6 +32,7 @@ from shared.platform.queue import (
 )
 from shared.summaries.status import SummaryStatus
 from worker.celery_app import app
+from worker.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def due_callbacks() -> list[str]:
     return callbacks_without_message(get_redis(), due)
 
 
-@app.task(name=SWEEP, ignore_result=True)
+# Periodic: the next run is the retry of a transient error (transient_retries = 0).
+@app.task(name=SWEEP, base=Task, ignore_result=True, transient_retries=0)
 def sweep() -> int:
     lost = lost_summaries()
     resent = sum(enqueue_summary(sid) for sid in lost)
@@ -80,7 +82,7 @@ def sweep() -> int:
     return resent + sent
 
 
-@app.task(name=EXPIRE_PROVISIONAL_CALLS, ignore_result=True)
+@app.task(name=EXPIRE_PROVISIONAL_CALLS, base=Task, ignore_result=True, transient_retries=0)
 def expire_provisional_calls() -> int:
     """Batch after batch, each its own transaction, until none is left past its grace."""
     grace_s, removed = get_settings().provisional_call_grace_s, 0

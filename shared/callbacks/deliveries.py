@@ -5,7 +5,9 @@ shared.callbacks.state and made by a guarded UPDATE, so a repeated message chang
 one unguarded write is the outbox row's upsert, whose conflict is always a new event (a summary
 finished again after an operator's retry) replacing the old one, from any state.
 
-A message is only ever sent after the transaction that made the delivery due commits.
+A message is only ever sent after the transaction that made the delivery due commits, and never
+from here: a write that makes a delivery due returns the message (shared.platform.db.Outgoing) for
+its caller to send once committed.
 """
 
 from __future__ import annotations
@@ -20,16 +22,13 @@ from sqlalchemy.orm import Session
 
 from shared.callbacks.event import event_params
 from shared.callbacks.state import DeliveryState, can_transition
+from shared.errors import IllegalTransition
 from shared.models import CallbackDelivery
-from shared.platform.db import after_commit, is_autocommit
+from shared.platform.db import Outgoing, is_autocommit
 from shared.platform.queue import enqueue_callback
 from shared.summaries.events import record
 
 PENDING, DELIVERED, FAILED = DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.FAILED
-
-
-class IllegalTransition(ValueError):
-    """Raised when code asks for a delivery state change the table does not allow."""
 
 
 _DELIVERY_COLUMNS = ("summary_sid", "account_sid", "url", "host", "method", "params", "idempotency_token",
@@ -54,20 +53,19 @@ def _check(current: DeliveryState, target: DeliveryState) -> None:
         raise IllegalTransition(f"{current.value} -> {target.value}")
 
 
-def add(db, summary, max_attempts: int) -> bool:
+def add(db, summary, max_attempts: int) -> Outgoing | None:
     """Write the callback's outbox row for a summary that just finished, in the transaction that
     finished it (`db`, a Connection or a Session): finished without its callback never happens. It
-    replaces an earlier event's (a failure an operator retried). The caller sends it
-    (queue.enqueue_callback) once that transaction commits. False when the summary has no
-    StatusCallback."""
+    replaces an earlier event's (a failure an operator retried). Its message is returned, for the
+    caller to send once that transaction commits; None when the summary has no StatusCallback."""
     if summary is None or not summary.status_callback:
-        return False
+        return None
     db.execute(_UPSERT_DELIVERY, dict(
         summary_sid=summary.sid, account_sid=summary.account_sid, url=summary.status_callback,
         host=(urlsplit(summary.status_callback).hostname or "").lower(), method=summary.status_callback_method,
         params=event_params(summary), idempotency_token=uuid.uuid4().hex, attempt_limit=max_attempts,
         state=PENDING.value))
-    return True
+    return Outgoing(enqueue_callback, (summary.sid,))
 
 
 @dataclass(frozen=True)
@@ -150,10 +148,10 @@ RETURNING id
 
 
 def settle(connection: Connection, delivery: Claimed, target: DeliveryState, attempt: Attempt, error: str | None,
-           delay_s: float | None) -> bool:
+           delay_s: float | None) -> Settled:
     """Record the attempt and the delivery's new state in one statement (or neither, when the summary,
     and so its delivery, was deleted during the attempt, or a newer event replaced the one attempted),
-    committed as it returns; a retry's message goes out then. False when nothing was recorded."""
+    committed as it returns. A retry's message is returned, to be sent now."""
     _check(PENDING, target)
     _require_autocommit(connection)
     number = delivery.attempts + 1
@@ -162,10 +160,15 @@ def settle(connection: Connection, delivery: Claimed, target: DeliveryState, att
         "error": error,
         "delay_s": delay_s or 0, "outcome": attempt.outcome, "status_code": attempt.status_code,
         "attempt_error": attempt.error, "latency_ms": attempt.latency_ms, "excerpt": attempt.excerpt,
-    }).first()
-    if recorded is not None and target is PENDING:
-        enqueue_callback(delivery.summary_sid, delay_s or 0)
-    return recorded is not None
+    }).first() is not None
+    retry = Outgoing(enqueue_callback, (delivery.summary_sid, delay_s or 0)) if recorded and target is PENDING else None
+    return Settled(recorded, retry)
+
+
+@dataclass(frozen=True)
+class Settled:
+    recorded: bool  # False: nothing was (the summary was deleted, or a newer event replaced this one)
+    retry: Outgoing | None  # the next attempt's message, when there is one, to send now
 
 
 _POSTPONE = text("""
@@ -175,13 +178,14 @@ WHERE summary_sid = :sid AND state = 'pending' AND idempotency_token = :token
 """)
 
 
-def postpone(connection: Connection, delivery: Claimed, delay_s: float) -> None:
-    """Give the lease back and try again after delay_s (an open circuit, a busy host)."""
+def postpone(connection: Connection, delivery: Claimed, delay_s: float) -> Outgoing:
+    """Give the lease back and try again after delay_s (an open circuit, a busy host): committed as it
+    returns; the message that will try again is returned, to be sent now."""
     _check(PENDING, PENDING)
     _require_autocommit(connection)
     connection.execute(_POSTPONE, {"sid": delivery.summary_sid, "token": delivery.idempotency_token,
                                    "delay_s": delay_s})
-    enqueue_callback(delivery.summary_sid, delay_s)
+    return Outgoing(enqueue_callback, (delivery.summary_sid, delay_s))
 
 
 def due(session: Session, grace_s: float, limit: int) -> list[str]:
@@ -195,10 +199,11 @@ def due(session: Session, grace_s: float, limit: int) -> list[str]:
     ))
 
 
-def redeliver(session: Session, delivery: CallbackDelivery, budget: int, actor: str) -> bool:
+def redeliver(session: Session, delivery: CallbackDelivery, budget: int, actor: str) -> Outgoing | None:
     """An operator's redelivery of a finished delivery: pending again with a fresh budget of
-    attempts, the same event and idempotency token; recorded in the summary's timeline and sent
-    after commit. False when it is no longer in the state it was read in."""
+    attempts, the same event and idempotency token; recorded in the summary's timeline. Its message
+    is returned, for the session's commit to send (after_commit). None when it is no longer in the
+    state it was read in."""
     previous = DeliveryState(delivery.state)
     _check(previous, PENDING)
     moved = session.execute(
@@ -208,7 +213,6 @@ def redeliver(session: Session, delivery: CallbackDelivery, budget: int, actor: 
                 attempt_limit=CallbackDelivery.attempts + budget, redeliveries=CallbackDelivery.redeliveries + 1)
     ).rowcount
     if not moved:
-        return False
+        return None
     record(session, delivery.summary_sid, "callback redelivered", actor, previous_state=previous.value)
-    after_commit(session, enqueue_callback, delivery.summary_sid)
-    return True
+    return Outgoing(enqueue_callback, (delivery.summary_sid,))

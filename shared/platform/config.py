@@ -16,14 +16,12 @@ import math
 import os
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
-
-class SettingError(ValueError):
-    """Raised when an environment variable holds a value of the wrong type."""
+from shared.errors import SettingError
 
 
 def _number(env: Mapping[str, str], name: str, default, kind, what: str, minimum, maximum):
@@ -247,144 +245,207 @@ def _sentinel_password(env: Mapping[str, str], name: str, url: str | None) -> st
     return password
 
 
+# --- the declarations -----------------------------------------------------------------------------
+# Each setting is declared once, as a field of Settings below: its environment variable, how it is
+# read (type, default, bounds: the parser), and one line of doc. from_env() reads them in the order
+# declared (a parser may look at the ones before it: the data directory, REDIS_URL), and
+# tests/test_explicit_config.py holds README's table to the same variables and defaults.
+
+Parser = Callable[[Mapping[str, str], str, dict], Any]
+
+
+def setting(variable: str, parse: Parser, doc: str, secret: bool = False, default: Any = None) -> Any:
+    """A field of Settings read from `variable` by `parse`; `default` is only what the README shows
+    (parse applies it). A secret is never in repr: a Settings in a log line or a traceback shows none."""
+    return field(repr=not secret, metadata={"variable": variable, "parse": parse, "doc": doc, "default": default})
+
+
+def integer(default: int | None, minimum: int = 1, maximum: float = math.inf) -> Parser:
+    return lambda env, name, _: _int(env, name, default, minimum, maximum)
+
+
+def number(default: float, minimum: float = 0.001, maximum: float = 7 * 24 * 3600) -> Parser:
+    return lambda env, name, _: _float(env, name, default, minimum, maximum)
+
+
+def flag(default: bool = False) -> Parser:
+    return lambda env, name, _: _flag(env, name, default)
+
+
+def timeout_ms(default: int) -> Parser:
+    return lambda env, name, _: _timeout_ms(env, name, default)
+
+
+def rate(default: str) -> Parser:
+    return lambda env, name, _: _rate(env, name, default)
+
+
+def server_url(*schemes: str) -> Parser:
+    """A URL, or NAME_FILE's contents (a mounted secret)."""
+    return lambda env, name, _: _service_url(name, _secret(env, name), schemes)
+
+
+def optional(env: Mapping[str, str], name: str, _) -> str | None:
+    return _optional(env, name)
+
+
+def _data_dir(env: Mapping[str, str], name: str, _) -> Path:
+    return Path(env.get(name, "") or ".data").absolute()
+
+
+def _metrics_dir(env: Mapping[str, str], name: str, parsed: dict) -> Path:
+    return Path(env.get(name, "").strip() or parsed["data_dir"] / "metrics").absolute()
+
+
 @dataclass(frozen=True)
 class Settings:
-    # Secrets (URLs carry passwords) are left out of repr: a Settings in a log line or a traceback
-    # shows none.
-    database_url: str | None = field(repr=False)  # unset: the embedded PostgreSQL in data_dir, where embedded servers are allowed
-    redis_url: str | None = field(repr=False)  # unset: the embedded Redis in data_dir, likewise
-    embedded: bool  # SUMMARIES_EMBEDDED: embedded servers may stand in for DATABASE_URL and REDIS_URL
-    data_dir: Path
+    database_url: str | None = setting(
+        "DATABASE_URL", server_url(*POSTGRES_SCHEMES),
+        "PostgreSQL; unset: the embedded PostgreSQL in data_dir, where embedded servers are allowed", secret=True)
+    # No unix:// socket: redis-py takes it, but the Celery broker (kombu) does not.
+    redis_url: str | None = setting(
+        "REDIS_URL", server_url("redis", "rediss", *SENTINEL_SCHEMES),
+        "Redis, the broker; unset: the embedded Redis in data_dir, likewise", secret=True)
+    embedded: bool = setting("SUMMARIES_EMBEDDED", flag(),
+                             "embedded servers may stand in for DATABASE_URL and REDIS_URL", default=False)
+    data_dir: Path = setting("SUMMARIES_DATA_DIR", _data_dir, "the embedded servers' data and the heartbeats",
+                             default="./.data")
     # Fernet keys for auth tokens at rest, newest first; empty: only with the embedded PostgreSQL, a
     # key generated into data_dir (one machine's database, one machine's key).
-    auth_token_keys: tuple[str, ...] = field(repr=False)
-    metrics_dir: Path  # prometheus_client's multiprocess files, shared by this machine's processes
-    worker_metrics_port: int | None  # a worker serves /metrics itself on this port (machines without an API)
-    metrics_port: int | None  # the API serves /metrics on this port only, away from its public one
-    max_body_bytes: int
-    request_header_timeout_s: int  # the request line and headers must arrive within this (gunicorn keepalive)
-    request_body_timeout_s: float  # and the body within this, or 408
-    max_form_fields: int
-    idempotency_window_s: int
-    enqueue_timeout_s: float
-    summary_lease_s: int
-    sweep_interval_s: int
-    log_level: str
-    log_format: str  # json (one object per line, for machines) or text (for a person at a terminal)
-    heartbeat_interval_s: float  # how often workers and the scheduler record that they live
-    callback_allowed_networks: tuple  # CIDRs callbacks may reach although private or loopback
-    callback_max_attempts: int
-    callback_backoff_initial_s: float
-    callback_backoff_max_s: float
-    callback_connect_timeout_s: float
-    callback_read_timeout_s: float
-    callback_circuit_threshold: int  # consecutive failures to one host that open its circuit
-    callback_circuit_cooldown_s: float
-    callback_max_in_flight_per_host: int  # per destination address, across all workers
-    callback_max_in_flight_per_account: int  # an account's fair share of the callback threads
-    callback_attempt_deadline_s: float  # one attempt, all told: connect, TLS, headers and body
-    create_rate_limit: str  # per account, in the `limits` notation: "100/second;2000/minute"
-    feedback_rate_limit: str  # feedback posts per account, likewise
-    # A provisional call (known from a feedback post) of an account whose calls come from Twilio is
-    # removed, with its feedback, when no call source has confirmed it within this.
-    provisional_call_grace_s: int
-    public_base_url: str | None  # scheme://host[:port] Twilio uses to reach us, for checking its signatures
-    twilio_api_base_url: str  # where `summaries calls sync` reads Twilio's Calls API
+    auth_token_keys: tuple[str, ...] = setting(
+        "AUTH_TOKEN_KEYS", lambda env, name, _: _fernet_keys(name, _secret(env, name)),
+        "Fernet keys encrypting auth tokens at rest", secret=True)
+    metrics_dir: Path = setting("PROMETHEUS_MULTIPROC_DIR", _metrics_dir,
+                                "prometheus_client's multiprocess files, shared by this machine's processes")
+    worker_metrics_port: int | None = setting(
+        "WORKER_METRICS_PORT", integer(None, 1, 65535),
+        "a worker serves /metrics itself on this port (machines without an API)")
+    metrics_port: int | None = setting("METRICS_PORT", integer(None, 1, 65535),
+                                       "the API serves /metrics on this port only, away from its public one")
+    max_body_bytes: int = setting("MAX_BODY_BYTES", integer(64 * 1024), "larger request bodies are a 413",
+                                  default=65536)
+    request_header_timeout_s: int = setting(
+        "REQUEST_HEADER_TIMEOUT_S", integer(5, 1, 300),
+        "the request line and headers must arrive within this (gunicorn keepalive)", default=5)
+    request_body_timeout_s: float = setting("REQUEST_BODY_TIMEOUT_S", number(10.0),
+                                            "and the body within this, or 408", default=10)
+    max_form_fields: int = setting("MAX_FORM_FIELDS", integer(100, 1, 10_000), "form parameters per request",
+                                   default=100)
+    idempotency_window_s: int = setting("IDEMPOTENCY_WINDOW_S", integer(24 * 3600),
+                                        "how long an Idempotency-Key answers with its summary", default=86400)
+    enqueue_timeout_s: float = setting("ENQUEUE_TIMEOUT_S", number(2.0),
+                                       "how long the API waits for Redis when sending a job", default=2)
+    summary_lease_s: int = setting("SUMMARY_LEASE_S", integer(300), "how long a worker's claim holds",
+                                   default=300)
+    sweep_interval_s: int = setting("SWEEP_INTERVAL_S", integer(30), "how often the sweeper runs", default=30)
+    log_level: str = setting("LOG_LEVEL", lambda env, name, _: _log_level(env, name), "Python's log level",
+                             default="INFO")
+    log_format: str = setting("LOG_FORMAT", lambda env, name, _: _log_format(env, name),
+                              "json (one object per line, for machines) or text (for a person at a terminal)",
+                              default="json")
+    # At most a third of `summaries health`'s default --max-age (60 s), so one late beat never fails it.
+    heartbeat_interval_s: float = setting("HEARTBEAT_INTERVAL_S", number(5.0, 0.1, 20),
+                                          "how often workers and the scheduler record that they live", default=5)
+    callback_allowed_networks: tuple = setting(
+        "CALLBACK_ALLOWED_NETWORKS", lambda env, name, _: _networks(env, name),
+        "CIDRs callbacks may reach although private or loopback")
+    # 12 attempts, 60 s doubling to a 6 h cap: the last is about 20 h after the first.
+    callback_max_attempts: int = setting("CALLBACK_MAX_ATTEMPTS", integer(12), "attempts per delivery",
+                                         default=12)
+    callback_backoff_initial_s: float = setting("CALLBACK_BACKOFF_INITIAL_S", number(60.0),
+                                                "the first retry's delay", default=60)
+    callback_backoff_max_s: float = setting("CALLBACK_BACKOFF_MAX_S", number(6 * 3600.0), "the cap on any delay",
+                                            default=21600)
+    callback_connect_timeout_s: float = setting("CALLBACK_CONNECT_TIMEOUT_S", number(5.0), "per connect", default=5)
+    callback_read_timeout_s: float = setting("CALLBACK_READ_TIMEOUT_S", number(10.0), "per read", default=10)
+    callback_circuit_threshold: int = setting(
+        "CALLBACK_CIRCUIT_THRESHOLD", integer(5), "consecutive failures to one destination that open its circuit",
+        default=5)
+    callback_circuit_cooldown_s: float = setting("CALLBACK_CIRCUIT_COOLDOWN_S", number(300.0),
+                                                 "how long an open circuit holds", default=300)
+    callback_max_in_flight_per_host: int = setting("CALLBACK_MAX_IN_FLIGHT_PER_HOST", integer(32),
+                                                   "attempts in flight per destination address, across workers",
+                                                   default=32)
+    callback_max_in_flight_per_account: int = setting(
+        "CALLBACK_MAX_IN_FLIGHT_PER_ACCOUNT", integer(16),
+        "an account family's fair share of the callback threads, across workers", default=16)
+    callback_attempt_deadline_s: float = setting("CALLBACK_ATTEMPT_DEADLINE_S", number(15.0),
+                                                 "one attempt, all told: connect, TLS, headers and body", default=15)
+    create_rate_limit: str = setting("CREATE_RATE_LIMIT", rate("100/second;3000/minute"),
+                                     "creates per account, in the `limits` notation", default="100/second;3000/minute")
+    # Feedback comes once per call: a busy contact centre's whole traffic, not a summary's.
+    feedback_rate_limit: str = setting("FEEDBACK_RATE_LIMIT", rate("200/second;6000/minute"),
+                                       "feedback posts per account, likewise", default="200/second;6000/minute")
+    # 48 h: Twilio's status callback comes within seconds of the call; a daily `calls sync` is given a
+    # day more.
+    provisional_call_grace_s: int = setting(
+        "PROVISIONAL_CALL_GRACE_S", integer(48 * 3600, 60),
+        "an unconfirmed provisional call of an account with a call source is removed after this", default=172800)
+    public_base_url: str | None = setting("PUBLIC_BASE_URL", lambda env, name, _: _base_url(env, name),
+                                          "scheme://host[:port] Twilio uses to reach us, for its signatures")
+    twilio_api_base_url: str = setting(
+        "TWILIO_API_BASE_URL", lambda env, name, _: _base_url(env, name) or "https://api.twilio.com",
+        "where `summaries calls sync` reads Twilio's Calls API", default="https://api.twilio.com")
     # An API key and its secret for `calls sync`, used instead of the account's auth token when both are set.
-    twilio_api_key: str | None
-    twilio_api_secret: str | None = field(repr=False)
+    twilio_api_key: str | None = setting("TWILIO_API_KEY", optional, "an API key (SK…) for `calls sync`")
+    twilio_api_secret: str | None = setting("TWILIO_API_SECRET", optional, "its secret", secret=True)
     # Redis over TLS (rediss:// or sentinels://) and through Sentinel, for every Redis client: the
     # broker, the in-flight markers, the callback guards and the rate limit (docs/redis.md).
-    redis_tls_ca_file: str | None  # the CA that signed Redis's certificate; unset: the system's trust store
-    redis_tls_cert_file: str | None  # a client certificate, for a Redis that asks for one
-    redis_tls_key_file: str | None
-    redis_tls_verify: bool  # false: TLS without checking Redis's certificate (logged as a warning)
-    redis_sentinel_master: str | None  # the master's name at the sentinels, for a sentinel:// REDIS_URL
-    # The sentinels' own password (requirepass), distinct from Redis's in the URL; unset: none asked.
-    redis_sentinel_password: str | None = field(repr=False)
+    redis_tls_ca_file: str | None = setting("REDIS_TLS_CA_FILE", lambda env, name, _: _file(env, name),
+                                            "the CA that signed Redis's certificate; unset: the system's")
+    redis_tls_cert_file: str | None = setting("REDIS_TLS_CERT_FILE", lambda env, name, _: _file(env, name),
+                                              "a client certificate, for a Redis that asks for one")
+    redis_tls_key_file: str | None = setting(
+        "REDIS_TLS_KEY_FILE", lambda env, name, _: _key_file(env, name, "REDIS_TLS_CERT_FILE"), "its key")
+    redis_tls_verify: bool = setting("REDIS_TLS_VERIFY", flag(True),
+                                     "false: TLS without checking Redis's certificate (logged as a warning)",
+                                     default=True)
+    redis_sentinel_master: str | None = setting(
+        "REDIS_SENTINEL_MASTER", lambda env, name, parsed: _sentinel_master(env, name, parsed["redis_url"]),
+        "the master's name at the sentinels, for a sentinel:// REDIS_URL")
+    redis_sentinel_password: str | None = setting(
+        "REDIS_SENTINEL_PASSWORD", lambda env, name, parsed: _sentinel_password(env, name, parsed["redis_url"]),
+        "the sentinels' own password (requirepass), distinct from Redis's in the URL", secret=True)
     # The database pool and PgBouncer (docs/pgbouncer.md). Off: psycopg never prepares a statement
     # (prepare_threshold=None), as a transaction-mode PgBouncer without max_prepared_statements needs.
-    database_prepared_statements: bool
-    database_pool_size: int  # connections each process keeps (a cap: opened only when used at once)
-    database_max_overflow: int  # opened beyond those at peaks, closed when returned
-    database_pool_timeout_s: float  # waiting this long for a connection is a transient error
+    database_prepared_statements: bool = setting("DATABASE_PREPARED_STATEMENTS", flag(True),
+                                                 "off behind a PgBouncer that cannot keep them", default=True)
+    # SQLAlchemy reads pool_size 0 and max_overflow -1 as "no limit": never what a typo meant.
+    database_pool_size: int = setting("DATABASE_POOL_SIZE", integer(5, 1),
+                                      "connections each process keeps (a cap: opened only when used at once)",
+                                      default=5)
+    database_max_overflow: int = setting("DATABASE_MAX_OVERFLOW", integer(5, 0),
+                                         "opened beyond those at peaks, closed when returned", default=5)
+    database_pool_timeout_s: float = setting("DATABASE_POOL_TIMEOUT_S", number(5.0, 0.1),
+                                             "waiting this long for a connection is a transient error", default=5)
     # PostgreSQL's statement_timeout and idle_in_transaction_session_timeout for every connection of
     # the engine (shared/platform/db.py), sent as startup options; 0: none sent, whatever the server
     # (a role's setting, behind PgBouncer) says applies. Migrations never get them.
-    database_statement_timeout_ms: int
-    database_idle_in_transaction_timeout_ms: int
-    migration_database_url: str | None = field(repr=False)  # `summaries migrate` connects here when set (past PgBouncer)
+    # 10 s: the service's statements take milliseconds; longer is a wait for a lock. Above the
+    # migrations' 5 s lock_timeout, so requests queued behind a migration waiting for its lock ride it
+    # out; far below a load balancer's 60 s, so the client gets our 503, not its 504.
+    database_statement_timeout_ms: int = setting("DATABASE_STATEMENT_TIMEOUT_MS", timeout_ms(10_000),
+                                                 "PostgreSQL cancels a statement running longer", default=10000)
+    # 60 s: no transaction of ours waits on anything but the database for more than a Redis timeout
+    # (ENQUEUE_TIMEOUT_S); idle longer, it is a bug or a stopped process holding locks.
+    database_idle_in_transaction_timeout_ms: int = setting(
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", timeout_ms(60_000),
+        "PostgreSQL closes a connection idle this long inside a transaction", default=60000)
+    migration_database_url: str | None = setting(
+        "MIGRATION_DATABASE_URL", server_url(*POSTGRES_SCHEMES),
+        "`summaries migrate` connects here when set (past PgBouncer)", secret=True)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        data_dir = Path(env.get("SUMMARIES_DATA_DIR", "") or ".data").absolute()
-        # No unix:// socket: redis-py takes it, but the Celery broker (kombu) does not.
-        redis_url = _service_url("REDIS_URL", _secret(env, "REDIS_URL"), ("redis", "rediss", *SENTINEL_SCHEMES))
-        return cls(
-            database_url=_service_url("DATABASE_URL", _secret(env, "DATABASE_URL"), POSTGRES_SCHEMES),
-            redis_url=redis_url,
-            embedded=_flag(env, "SUMMARIES_EMBEDDED"),
-            data_dir=data_dir,
-            auth_token_keys=_fernet_keys("AUTH_TOKEN_KEYS", _secret(env, "AUTH_TOKEN_KEYS")),
-            metrics_dir=Path(env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or data_dir / "metrics").absolute(),
-            worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
-            metrics_port=_port(env, "METRICS_PORT"),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
-            request_header_timeout_s=_int(env, "REQUEST_HEADER_TIMEOUT_S", 5, 1, 300),
-            request_body_timeout_s=_float(env, "REQUEST_BODY_TIMEOUT_S", 10.0),
-            max_form_fields=_int(env, "MAX_FORM_FIELDS", 100, 1, 10_000),
-            idempotency_window_s=_int(env, "IDEMPOTENCY_WINDOW_S", 24 * 3600),
-            enqueue_timeout_s=_float(env, "ENQUEUE_TIMEOUT_S", 2.0),
-            summary_lease_s=_int(env, "SUMMARY_LEASE_S", 300),
-            sweep_interval_s=_int(env, "SWEEP_INTERVAL_S", 30),
-            log_level=_log_level(env, "LOG_LEVEL"),
-            log_format=_log_format(env, "LOG_FORMAT"),
-            # At most a third of `summaries health`'s default --max-age (60 s), so one late beat never fails it.
-            heartbeat_interval_s=_float(env, "HEARTBEAT_INTERVAL_S", 5.0, 0.1, 20),
-            callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
-            # 12 attempts, 60 s doubling to a 6 h cap: the last is about 20 h after the first.
-            callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 12),
-            callback_backoff_initial_s=_float(env, "CALLBACK_BACKOFF_INITIAL_S", 60.0),
-            callback_backoff_max_s=_float(env, "CALLBACK_BACKOFF_MAX_S", 6 * 3600.0),
-            callback_connect_timeout_s=_float(env, "CALLBACK_CONNECT_TIMEOUT_S", 5.0),
-            callback_read_timeout_s=_float(env, "CALLBACK_READ_TIMEOUT_S", 10.0),
-            callback_circuit_threshold=_int(env, "CALLBACK_CIRCUIT_THRESHOLD", 5),
-            callback_circuit_cooldown_s=_float(env, "CALLBACK_CIRCUIT_COOLDOWN_S", 300.0),
-            callback_max_in_flight_per_host=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_HOST", 32),
-            callback_max_in_flight_per_account=_int(env, "CALLBACK_MAX_IN_FLIGHT_PER_ACCOUNT", 16),
-            callback_attempt_deadline_s=_float(env, "CALLBACK_ATTEMPT_DEADLINE_S", 15.0),
-            create_rate_limit=_rate(env, "CREATE_RATE_LIMIT", "100/second;3000/minute"),
-            # Feedback comes once per call: a busy contact centre's whole traffic, not a summary's.
-            feedback_rate_limit=_rate(env, "FEEDBACK_RATE_LIMIT", "200/second;6000/minute"),
-            # 48 h: Twilio's status callback comes within seconds of the call; a daily `calls sync` is
-            # given a day more.
-            provisional_call_grace_s=_int(env, "PROVISIONAL_CALL_GRACE_S", 48 * 3600, 60),
-            public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
-            twilio_api_base_url=_base_url(env, "TWILIO_API_BASE_URL") or "https://api.twilio.com",
-            twilio_api_key=_optional(env, "TWILIO_API_KEY"),
-            twilio_api_secret=_optional(env, "TWILIO_API_SECRET"),
-            redis_tls_ca_file=_file(env, "REDIS_TLS_CA_FILE"),
-            redis_tls_cert_file=_file(env, "REDIS_TLS_CERT_FILE"),
-            redis_tls_key_file=_key_file(env, "REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"),
-            redis_tls_verify=_flag(env, "REDIS_TLS_VERIFY", default=True),
-            redis_sentinel_master=_sentinel_master(env, "REDIS_SENTINEL_MASTER", redis_url),
-            redis_sentinel_password=_sentinel_password(env, "REDIS_SENTINEL_PASSWORD", redis_url),
-            database_prepared_statements=_flag(env, "DATABASE_PREPARED_STATEMENTS", default=True),
-            # SQLAlchemy reads pool_size 0 and max_overflow -1 as "no limit": never what a typo meant.
-            database_pool_size=_int(env, "DATABASE_POOL_SIZE", 5, 1),
-            database_max_overflow=_int(env, "DATABASE_MAX_OVERFLOW", 5, 0),
-            database_pool_timeout_s=_float(env, "DATABASE_POOL_TIMEOUT_S", 5.0, 0.1),
-            # 10 s: the service's statements take milliseconds; longer is a wait for a lock. Above the
-            # migrations' 5 s lock_timeout, so requests queued behind a migration waiting for its lock
-            # ride it out; far below a load balancer's 60 s, so the client gets our 503, not its 504.
-            database_statement_timeout_ms=_timeout_ms(env, "DATABASE_STATEMENT_TIMEOUT_MS", 10_000),
-            # 60 s: no transaction of ours waits on anything but the database for more than a Redis
-            # timeout (ENQUEUE_TIMEOUT_S); idle longer, it is a bug or a stopped process holding locks.
-            database_idle_in_transaction_timeout_ms=_timeout_ms(env, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
-                                                                 60_000),
-            migration_database_url=_service_url("MIGRATION_DATABASE_URL", _secret(env, "MIGRATION_DATABASE_URL"),
-                                                POSTGRES_SCHEMES),
-        )
+        parsed: dict[str, Any] = {}
+        for declared in fields(cls):
+            parsed[declared.name] = declared.metadata["parse"](env, declared.metadata["variable"], parsed)
+        return cls(**parsed)
+
+
+def declared() -> list[tuple[str, Any, str]]:
+    """(variable, default as the README shows it, doc) of every setting, in declaration order."""
+    return [(f.metadata["variable"], f.metadata["default"], f.metadata["doc"]) for f in fields(Settings)]
 
 
 @functools.cache

@@ -244,21 +244,28 @@ _AFTER_COMMIT = "cfs_after_commit"
 
 
 @dataclass
-class AfterCommit:
-    """A send that waits for its transaction: `result` is what it returned once the commit went
-    through; None if it has not run (yet, or ever: the transaction rolled back) or raised."""
+class Outgoing:
+    """A message to send once the transaction that made it due has committed: the one way every
+    message is sent after a write. Whoever commits sends it: `outgoing()` after an autocommit
+    statement or a commit, or `after_commit(session, ...)` to have the session's commit send it.
+    `result` is what the send returned; None if it has not run (yet, or ever: the transaction
+    rolled back) or raised (logged: the sweeper repairs it from the committed rows)."""
 
     send: Callable[..., Any]
-    args: tuple
+    args: tuple = ()
     result: Any = field(default=None)
 
+    def __call__(self) -> Any:
+        self.result = send_committed(self.send, *self.args)
+        return self.result
 
-def after_commit(session: Session, send: Callable[..., Any], *args) -> AfterCommit:
-    """Run send(*args) once the session's current transaction commits, never before, never if it
-    rolls back: a worker must never receive an id whose row it cannot read yet."""
-    pending = AfterCommit(send, args)
-    session.info.setdefault(_AFTER_COMMIT, []).append(pending)
-    return pending
+
+def after_commit(session: Session, send: Callable[..., Any] | Outgoing, *args) -> Outgoing:
+    """Send once the session's current transaction commits, never before, never if it rolls back:
+    a worker must never receive an id whose row it cannot read yet."""
+    outgoing = send if isinstance(send, Outgoing) else Outgoing(send, args)
+    session.info.setdefault(_AFTER_COMMIT, []).append(outgoing)
+    return outgoing
 
 
 def send_committed(send: Callable[..., Any], *args) -> Any:
@@ -273,8 +280,8 @@ def send_committed(send: Callable[..., Any], *args) -> Any:
 
 @event.listens_for(Session, "after_commit")
 def _send_committed(session: Session) -> None:
-    for pending in session.info.pop(_AFTER_COMMIT, []):
-        pending.result = send_committed(pending.send, *pending.args)
+    for outgoing in session.info.pop(_AFTER_COMMIT, []):
+        outgoing()
 
 
 @event.listens_for(Session, "after_transaction_end")

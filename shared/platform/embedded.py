@@ -17,11 +17,9 @@ import time
 import warnings
 from pathlib import Path
 
+from shared.errors import EmbeddedUnavailable
+
 log = logging.getLogger(__name__)
-
-
-class EmbeddedUnavailable(RuntimeError):
-    """Raised when an embedded server is needed but cannot be started or found."""
 
 
 def postgres_url(data_dir: Path) -> str:

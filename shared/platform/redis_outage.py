@@ -27,6 +27,8 @@ from typing import TypeVar
 import kombu.exceptions
 import redis.exceptions
 
+from shared.errors import RedisDown
+
 log = logging.getLogger(__name__)
 
 PAUSE_S = 5.0
@@ -39,10 +41,6 @@ OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
                  socket.timeout, ConnectionError)
 
 T = TypeVar("T")
-
-
-class RedisDown(Exception):
-    """Not tried: Redis failed moments ago."""
 
 
 class OutageLatch:

@@ -1,10 +1,12 @@
-"""Status changes, each one guarded UPDATE ... WHERE status = :expected, so a repeat does nothing.
+"""The one writer of `feedback_summaries`: a summary's creation (with its `created` event), its
+status moves, its deletion and the operators' purge. Nothing else inserts, updates or deletes a
+summary (tests/test_layout.py checks the code for it).
 
-Each move is one statement: the guarded UPDATE and the timeline's event row in one data-modifying
-CTE, built once at import (and checked there against status.py's table). On an autocommit
-connection that is one round trip and one commit (the compute task's claim, and its result when
-there is no callback to add); in a caller's transaction (a Session or a Connection that has begun
-one), it joins that transaction.
+Each status move is one guarded UPDATE ... WHERE status = :expected, so a repeat does nothing, and
+the timeline's event row with it, in one data-modifying CTE built once at import (and checked
+there against status.py's table). On an autocommit connection that is one round trip and one
+commit (the compute task's claim, and its result when there is no callback to add); in a caller's
+transaction (a Session or a Connection that has begun one), it joins that transaction.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import Row, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.errors import IllegalTransition
 from shared.models import FeedbackSummary
 from shared.summaries.status import SummaryStatus, can_transition
 
@@ -20,10 +23,25 @@ _COLUMNS = ", ".join(column.name for column in _TABLE.c)
 _LEASE = "now() + make_interval(secs => :lease_s)"
 RESULT_COLUMNS = ("call_count", "call_feedback_count", "quality_score_average", "quality_score_median",
                   "quality_score_standard_deviation", "issues")
+CREATE_COLUMNS = ("sid", "account_sid", "request_id", "start_date", "end_date", "include_subaccounts",
+                  "status_callback", "status_callback_method")
+
+# The summary and its `created` event in one statement: a summary never exists without its event.
+# On an autocommit connection it is committed when it returns (the API's create without an
+# Idempotency-Key); in a transaction (with a key) it goes with the key's claim, or neither does.
+_CREATE = text(f"""
+WITH s AS (INSERT INTO feedback_summaries ({', '.join(CREATE_COLUMNS)})
+           VALUES ({', '.join(':' + column for column in CREATE_COLUMNS)}) RETURNING *),
+e AS (INSERT INTO summary_events (summary_sid, kind, actor, detail) SELECT sid, 'created', :request_id, :detail FROM s)
+SELECT {_COLUMNS} FROM s""").columns(*_TABLE.c).bindparams(bindparam("detail", type_=JSONB))
 
 
-class IllegalTransition(ValueError):
-    """Raised when code asks for a status change the lifecycle does not allow."""
+def create(db, sid: str, account_sid: str, request_id: str | None, idempotency_key: str | None = None,
+           **params) -> Row:
+    """A queued summary (`params`: its window, IncludeSubaccounts and callback), every column back."""
+    detail = {"idempotency_key": idempotency_key} if idempotency_key is not None else None
+    return db.execute(_CREATE, {"sid": sid, "account_sid": account_sid, "request_id": request_id,
+                                "detail": detail, **params}).one()
 
 
 def _move_statement(assignments: str, guard: str, kind: str, detail: str = "NULL"):
@@ -36,16 +54,16 @@ SELECT {_COLUMNS} FROM moved""").columns(*_TABLE.c)
 
 
 def _status_move(expected: SummaryStatus, target: SummaryStatus, assignments: str = "", guard: str = "",
-                 detail: str = "NULL"):
+                 detail: str = "NULL", by_operator: bool = False):
     """A move from `expected` to `target`, refused here, at import, unless status.py's table allows it:
-    the table governs the statements the workers run."""
-    if not can_transition(expected, target):
+    the table governs every statement that moves a summary."""
+    if not can_transition(expected, target, by_operator):
         raise IllegalTransition(f"{expected.value} -> {target.value}")
     return _move_statement(f"status = '{target.value}', date_updated = now(){assignments}",
                            f"status = '{expected.value}'{guard}", f"'{target.value}'", detail)
 
 
-QUEUED, IN_PROGRESS = SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS
+QUEUED, IN_PROGRESS, FAILED = SummaryStatus.QUEUED, SummaryStatus.IN_PROGRESS, SummaryStatus.FAILED
 _OWNED = " AND claimed_by = :actor"
 CLAIM = _status_move(QUEUED, IN_PROGRESS,
                      f", claimed_by = :actor, lease_expires_at = {_LEASE}, attempts = attempts + 1")
@@ -55,15 +73,15 @@ TAKE_OVER = _move_statement(f"claimed_by = :actor, lease_expires_at = {_LEASE}, 
                             "'reclaimed'", "jsonb_build_object('attempt', attempts)")
 COMPLETE = _status_move(IN_PROGRESS, SummaryStatus.COMPLETED, ", lease_expires_at = NULL, " + ", ".join(
     f"{column} = :{column}" for column in RESULT_COLUMNS), _OWNED).bindparams(bindparam("issues", type_=JSONB))
-FAIL = _status_move(IN_PROGRESS, SummaryStatus.FAILED, ", lease_expires_at = NULL, failure_reason = :reason", _OWNED,
+FAIL = _status_move(IN_PROGRESS, FAILED, ", lease_expires_at = NULL, failure_reason = :reason", _OWNED,
                     "jsonb_build_object('reason', CAST(:reason AS text))")
-# The operator's retry, the one move outside the table (SPEC: no other transitions happen by
-# themselves). The failure reason stays in the timeline, not on the row.
-RETRY_FAILED = _move_statement("status = 'queued', date_updated = now(), failure_reason = NULL, claimed_by = NULL, "
-                               "lease_expires_at = NULL", "status = 'failed'", "'queued'")
+# The operator's retry (status.py's OPERATOR_TRANSITIONS). The failure reason stays in the timeline,
+# not on the row.
+RETRY_FAILED = _status_move(FAILED, QUEUED, ", failure_reason = NULL, claimed_by = NULL, lease_expires_at = NULL",
+                            by_operator=True)
 
 
-def claim(db, sid: str, owner: str, lease_s: int) -> Row | None:
+def claim(db, sid: str, owner: str, lease_s: float) -> Row | None:
     """queued -> in-progress for owner; or take over an in-progress one whose lease expired or is ours.
     `db` is a Connection or a Session."""
     params = {"sid": sid, "actor": owner, "lease_s": lease_s}
@@ -81,19 +99,22 @@ def fail(db, sid: str, owner: str, reason: str) -> Row | None:
 
 
 def retry_failed(db, sid: str, actor: str) -> Row | None:
-    """failed -> queued, by an operator: the one move outside the workers' table (SPEC: no other
-    transitions happen by themselves)."""
+    """failed -> queued, by an operator (`actor`); None when it was not failed (or is gone)."""
     return db.execute(RETRY_FAILED, {"sid": sid, "actor": actor}).one_or_none()
 
 
-_STATUS_ONLY = _move_statement("status = :target, date_updated = now()", "status = :expected", ":target")
+_DELETE = text("DELETE FROM feedback_summaries WHERE sid = :sid AND account_sid = :account_sid")
 
 
-def transition(db, sid: str, expected: SummaryStatus, target: SummaryStatus, actor: str | None = None) -> Row | None:
-    """Move sid from expected to target (nothing else changes), and record it; None when it was not
-    in `expected` (or is gone). Refuses what the lifecycle does not allow. (Any move, for the tests
-    of the table; the workers run the statements above, checked by the same table.)"""
-    if not can_transition(expected, target):
-        raise IllegalTransition(f"{expected.value} -> {target.value}")
-    params = {"sid": sid, "expected": expected.value, "target": target.value, "actor": actor}
-    return db.execute(_STATUS_ONLY, params).one_or_none()
+def delete(db, sid: str, account_sid: str) -> bool:
+    """The account's DELETE: the summary, its events, its key's claim and its delivery go (cascades)."""
+    return db.execute(_DELETE, {"sid": sid, "account_sid": account_sid}).rowcount > 0
+
+
+# One array parameter: an IN list binds one per SID, and a protocol message holds 65,535.
+_PURGE = text("DELETE FROM feedback_summaries WHERE sid = ANY(:sids) AND status = 'failed'")
+
+
+def purge_failed(db, sids: list[str]) -> int:
+    """Delete those of these summaries that are failed (their events and deliveries go with them)."""
+    return db.execute(_PURGE, {"sids": list(sids)}).rowcount

@@ -22,5 +22,12 @@ TRANSITIONS: dict[SummaryStatus, frozenset[SummaryStatus]] = {
 }
 
 
-def can_transition(current: SummaryStatus, target: SummaryStatus) -> bool:
-    return target in TRANSITIONS[current]
+# What only an operator may do (`summaries retry`, the console): put a failed summary back in the
+# queue. Never by itself (SPEC: no other transitions happen by themselves), so apart from the table.
+OPERATOR_TRANSITIONS: dict[SummaryStatus, frozenset[SummaryStatus]] = {
+    SummaryStatus.FAILED: frozenset({SummaryStatus.QUEUED}),
+}
+
+
+def can_transition(current: SummaryStatus, target: SummaryStatus, by_operator: bool = False) -> bool:
+    return target in TRANSITIONS[current] or (by_operator and target in OPERATOR_TRANSITIONS.get(current, ()))

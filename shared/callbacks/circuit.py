@@ -1,5 +1,7 @@
 """Admission of a callback attempt, shared by every callback worker through Redis: a circuit
-breaker per account and destination, and attempt slots per destination and per account.
+breaker per account and destination, and attempt slots per destination and per account family.
+The workers admit attempts through it; operators close a circuit through it
+(shared/operator/actions.py).
 
 Both are keyed by the address actually resolved (worker/ssrf.py), not the URL's host text, so
 `0x7f000004` and a thousand wildcard names for one server are one destination; and the breaker
@@ -78,6 +80,14 @@ class CircuitBreaker:
 
     def record_success(self, key: str) -> None:
         self._record(keys=self.keys(key), args=self.record_args("success"))
+
+    def close(self, key: str) -> bool:
+        """Close the circuit at once (an operator who knows the receiver is back): its failures are
+        forgotten and the next attempt goes through. True when it was open or counting failures."""
+        return bool(self.client.delete(*self.keys(key)))
+
+    def is_open(self, key: str) -> bool:
+        return self.client.pttl(OPEN_KEY.format(key=key)) > 0
 
 
 SLOTS_KEY = "cfs:slots:{key}"

@@ -1,18 +1,17 @@
-"""What `summaries status|jobs|show|retry|purge` gather and do; cli/commands.py prints it."""
+"""What operators look at: the system's state (status), summaries (jobs), one summary's timeline
+(show), callback deliveries. Plain data back; each front end formats it."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from redis import RedisError
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.models import CallbackAttempt, CallbackDelivery, FeedbackSummary, SummaryEvent
-from shared.platform.db import after_commit, get_engine, lift_statement_timeout
-from shared.platform.queue import CALLBACKS_QUEUE, SUMMARIES_QUEUE, enqueue_summary, get_celery, get_redis, queue_depth
-from shared.summaries.events import operator
-from shared.summaries.lifecycle import retry_failed
+from shared.platform.db import get_engine, lift_statement_timeout
+from shared.platform.queue import CALLBACKS_QUEUE, SUMMARIES_QUEUE, get_celery, get_redis, queue_depth
 
 
 def _age_s(moment: dt.datetime | None) -> float | None:
@@ -35,7 +34,7 @@ def workers(timeout_s: float = 1.0) -> list[dict]:
 LOCK_TIMEOUT = "5s"  # the longest an operator's command waits for a lock
 
 
-def _scanning_session() -> Session:
+def scanning_session() -> Session:
     """A session for an operator's look over whole tables (counts by status, a purge's selection): on
     a big install they take longer than a request may, so without the statement timeout. Reads wait
     for no writer, only for a table's exclusive lock (a migration's DDL, a LOCK TABLE): 5 s at most."""
@@ -56,7 +55,7 @@ def status(ping_timeout_s: float = 1.0) -> dict:
             queues[queue] = {"depth": depth, "oldest_age_s": None if age is None else round(age, 1)}
     except RedisError as error:
         queues, redis_state = None, f"unreachable: {type(error).__name__}"
-    with _scanning_session() as session:
+    with scanning_session() as session:
         by_status = dict(session.execute(select(FeedbackSummary.status, func.count())
                                          .group_by(FeedbackSummary.status)).all())
         oldest_queued = session.scalar(select(func.min(FeedbackSummary.date_updated))
@@ -85,7 +84,7 @@ def jobs(status: str | None, account: str | None, since: dt.datetime | None, lim
         query = query.where(FeedbackSummary.account_sid == account)
     if since:
         query = query.where(FeedbackSummary.date_created >= since)
-    with _scanning_session() as session:
+    with scanning_session() as session:
         return [{"sid": s.sid, "account_sid": s.account_sid, "status": s.status, "start_date": str(s.start_date),
                  "end_date": str(s.end_date), "date_created": s.date_created, "date_updated": s.date_updated,
                  "attempts": s.attempts, "claimed_by": s.claimed_by, "failure_reason": s.failure_reason,
@@ -120,33 +119,18 @@ def show(sid: str) -> dict | None:
     }
 
 
-def retry(sids: list[str]) -> dict[str, str]:
-    """Each failed summary back to queued, and its job sent; what happened to each sid."""
-    outcome, actor = {}, operator()
-    for sid in sids:
-        with Session(get_engine()) as session:
-            moved = retry_failed(session, sid, actor)
-            sent = after_commit(session, enqueue_summary, sid) if moved is not None else None
-            session.commit()
-        if moved is None:
-            outcome[sid] = "not failed (or no such summary): left alone"
-        else:
-            outcome[sid] = "queued" if sent.result else "queued; the sweeper will send it (Redis down)"
-    return outcome
+def delivery_row(delivery: CallbackDelivery) -> dict:
+    return {"summary_sid": delivery.summary_sid, "state": delivery.state, "method": delivery.method,
+            "url": delivery.url, "host": delivery.host, "attempts": delivery.attempts,
+            "last_error": delivery.last_error, "next_attempt_at": delivery.next_attempt_at,
+            "delivered_at": delivery.delivered_at, "redeliveries": delivery.redeliveries,
+            "idempotency_token": delivery.idempotency_token, "date_updated": delivery.date_updated}
 
 
-def purgeable(older_than_days: float) -> list[str]:
-    with _scanning_session() as session:
-        return list(session.scalars(select(FeedbackSummary.sid).where(
-            FeedbackSummary.status == "failed",
-            FeedbackSummary.date_updated < func.now() - dt.timedelta(days=older_than_days))))
-
-
-def purge(sids: list[str]) -> int:
-    """Delete these failed summaries (their events and deliveries go with them)."""
-    with get_engine().begin() as connection:
-        # Deleting a year of failures may take long; waiting for a lock may not.
-        lift_statement_timeout(connection, LOCK_TIMEOUT)
-        # One array parameter: an IN list binds one per SID, and a protocol message holds 65,535.
-        return connection.execute(text("DELETE FROM feedback_summaries WHERE sid = ANY(:sids) AND status = 'failed'"),
-                                  {"sids": list(sids)}).rowcount
+def deliveries(state: str | None, limit: int) -> list[dict]:
+    """Callback deliveries, most recently changed first."""
+    query = select(CallbackDelivery).order_by(CallbackDelivery.date_updated.desc()).limit(limit)
+    if state:
+        query = query.where(CallbackDelivery.state == state)
+    with Session(get_engine()) as session:
+        return [delivery_row(d) for d in session.scalars(query)]
