@@ -148,7 +148,7 @@ def calls(args: argparse.Namespace) -> None:
     if args.action == "sync":
         from cli.sync import sync
 
-        print(safe(sync(args.account, args.since, args.until, args.batch_size)))
+        print(safe(sync(args.account, args.since, args.until, args.batch_size, args.max_pages, args.page_timeout)))
         return
     if args.action == "provisional":
         _provisional(args)

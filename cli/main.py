@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
             sync.add_argument("--until", metavar="YYYY-MM-DD", help="through the end of this day (UTC); default today")
             sync.add_argument("--batch-size", type=int, metavar="N",
                               help="calls stored per committed batch (default 10000)")
+            sync.add_argument("--max-pages", type=int, metavar="N",
+                              help="pages of 1000 calls read at most; a list longer than that stops the run "
+                                   "as an error (default 10000)")
+            sync.add_argument("--page-timeout", type=float, metavar="SECONDS",
+                              help="the longest one page may take, all told (default 60)")
             held = group.add_parser("provisional", help="calls known only from a feedback post, which no status "
                                                         "callback or sync has confirmed (oldest first)")
             held.add_argument("--account", metavar="AC...", help="only this account's")

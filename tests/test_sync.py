@@ -9,11 +9,15 @@ import pty
 import random
 import subprocess
 import threading
+import time
 from email.utils import parsedate_to_datetime
+from typing import Callable
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from sqlalchemy import text
 
+from cli.sync import MAX_PAGE_BYTES
 from shared.accounts.sids import ACCOUNT, CALL, new_auth_token, new_sid
 from tests.processes import summaries_cli
 from tests.support import add_feedback, free_port, make_account, snapshot
@@ -31,6 +35,13 @@ SECOND = dt.timedelta(seconds=1)
 @pytest.fixture
 def twilio():
     api = TwilioCallsApi()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def elsewhere():
+    api = TwilioCallsApi(host="127.0.0.2")  # another host, which no request may reach
     yield api
     api.close()
 
@@ -226,6 +237,9 @@ def test_an_error_midway_keeps_the_committed_batches_and_a_rerun_resumes(engine,
     (("--since", "2024-03-05", "--until", "2024-02-30"), {}, "--until '2024-02-30' is not a date (YYYY-MM-DD)"),
     (("--since", "2024-03-05", "--until", "2024-03-04"), {}, "--until 2024-03-04 is before --since 2024-03-05"),
     (("--since", "2024-03-05", "--batch-size", "0"), {}, "--batch-size must be 1 or more"),
+    (("--since", "2024-03-05", "--max-pages", "0"), {}, "--max-pages must be 1 or more"),
+    (("--since", "2024-03-05", "--page-timeout", "0"), {}, "--page-timeout must be seconds, more than 0"),
+    (("--since", "2024-03-05", "--page-timeout", "nan"), {}, "--page-timeout must be seconds, more than 0"),
     (("--since", "2024-03-05"), {"TWILIO_API_BASE_URL": "ftp://api.twilio.com"}, "TWILIO_API_BASE_URL must be"),
     (("--since", "2024-03-05", "--account", "AC" + "0" * 32), {}, f"account AC{'0' * 32} does not exist"),
 ])
@@ -246,6 +260,191 @@ def test_an_unreachable_twilio_is_a_one_line_error(engine, twilio):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr == (f"summaries calls: cannot reach Twilio at http://127.0.0.1:{port}: [Errno 111] "
                              "Connection refused; nothing was stored\n")
+
+
+def with_calls(engine, twilio: TwilioCallsApi, count: int):
+    """An account here and at the stand-in, with `count` calls in the window: pages of 1000."""
+    account = make_account(engine)
+    twilio.add_account(account.sid, account.auth_token)
+    for i in range(count):
+        twilio.add_call(account.sid, START + dt.timedelta(seconds=97 * i))
+    return account
+
+
+def kept(read: int) -> str:
+    return (f"; stopped after {read} calls read: the {read} calls of the batches already committed stay ({read} of "
+            "them new or changed), and running the same command again resumes\n")
+
+
+def netloc(api: TwilioCallsApi) -> str:
+    return urlsplit(api.base_url).netloc
+
+
+@pytest.mark.parametrize("field, link", [
+    # What the library follows verbatim, credentials and all.
+    pytest.param("meta.next_page_url", "{elsewhere}{path}", id="meta-next-page-url"),
+    pytest.param("next_page_uri", "{elsewhere}{path}", id="next-page-uri-absolute"),
+    pytest.param("next_page_uri", "//{elsewhere_host}{path}", id="next-page-uri-scheme-relative"),
+    # urlsplit reads the host after the @; requests connects to the one before the backslash.
+    pytest.param("next_page_uri", "http://{elsewhere_host}\\@{twilio_host}{path}", id="backslash-before-at"),
+    pytest.param("next_page_uri", "http://{twilio_host}@{elsewhere_host}{path}", id="twilio-as-user-info"),
+])
+def test_a_next_page_on_another_host_is_not_asked_for_and_the_credentials_stay(engine, twilio, elsewhere, field, link):
+    account = with_calls(engine, twilio, 3)
+    elsewhere.add_account(account.sid, account.auth_token)  # it would take them, and answer an empty list
+    target = link.format(elsewhere=elsewhere.base_url, elsewhere_host=netloc(elsewhere), twilio_host=netloc(twilio),
+                         path=f"/2010-04-01/Accounts/{account.sid}/Calls.json?Page=1")
+
+    def tamper(page: int, body: dict) -> dict:
+        if field == "meta.next_page_url":
+            body["meta"] = {"key": "calls", "next_page_url": target}
+        else:
+            body["next_page_uri"] = target
+        return body
+
+    twilio.tamper = tamper
+    result = sync(twilio, *window_args(account.sid), "--batch-size", "1")
+    assert elsewhere.requests_seen() == []
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"summaries calls: Twilio's page 2 is at {urljoin(twilio.base_url, target)}, not on "
+                             f"{twilio.base_url}: not asked for, and no credentials were sent there" + kept(3))
+    assert rows(engine, "SELECT count(*) FROM calls") == [(3,)]
+    assert len(twilio.requests_seen()) == 1
+
+
+@pytest.mark.parametrize("field, absolute", [("meta.next_page_url", False), ("meta.next_page_url", True),
+                                             ("next_page_uri", True)])
+def test_a_next_page_on_twilios_origin_is_followed_whether_linked_by_path_or_by_url(engine, twilio, field, absolute):
+    account = with_calls(engine, twilio, 1500)
+
+    def tamper(page: int, body: dict) -> dict:
+        link = body["next_page_uri"]
+        if link and absolute:
+            link = twilio.base_url + link
+        if field == "meta.next_page_url":
+            body["meta"] = {"key": "calls", "next_page_url": link}
+            body["next_page_uri"] = "/ignored, as the library ignores it"
+        else:
+            body["next_page_uri"] = link
+        return body
+
+    twilio.tamper = tamper
+    result = sync(twilio, *window_args(account.sid))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"1500 calls read from Twilio for {account.sid}: 1500 stored (1500 new, 0 changed), "
+                             "0 already there unchanged, 0 skipped\n")
+    assert len(twilio.requests_seen()) == 2
+
+
+@pytest.mark.parametrize("back_to, number", [("itself", 2), ("the first page", 1)])
+def test_a_page_linking_back_to_a_page_already_read_ends_the_run(engine, twilio, back_to, number):
+    account = with_calls(engine, twilio, 1500)
+    uris = []  # each page's own address, as the client asked for it
+
+    def tamper(page: int, body: dict) -> dict:
+        uris.append(body["uri"])
+        if page == 1:  # the second, and last, page
+            body["next_page_uri"] = uris[number - 1]
+        return body
+
+    twilio.tamper = tamper
+    result = sync(twilio, *window_args(account.sid), "--batch-size", "500")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"summaries calls: Twilio's page 2 links back to page {number} ({twilio.base_url}"
+                             f"{uris[number - 1]}): the list loops, not followed" + kept(1500))
+    assert len(twilio.requests_seen()) == 2  # never a third request
+    assert rows(engine, "SELECT count(*) FROM calls") == [(1500,)]
+
+
+def test_a_list_without_end_stops_at_max_pages_and_a_list_that_ends_there_does_not(engine, twilio):
+    account = with_calls(engine, twilio, 3)
+    path = f"/2010-04-01/Accounts/{account.sid}/Calls.json"
+    # Always one more page (empty: the stand-in knows no such token), each at a new address.
+    twilio.tamper = lambda page, body: {**body, "next_page_uri": f"{path}?Page={page + 1}&PageToken=PA{page + 1}"}
+    endless = sync(twilio, *window_args(account.sid), "--batch-size", "1", "--max-pages", "5")
+    assert endless.returncode == 2 and "Traceback" not in endless.stderr
+    assert endless.stderr == ("summaries calls: Twilio's page 5 links to another: stopped at --max-pages 5 (5000 "
+                              "calls at most); a narrower window (--since, --until) or a higher --max-pages reads the "
+                              "rest; stopped after 3 calls read: the 3 calls of the batches already committed stay "
+                              "(3 of them new or changed)\n")
+    assert len(twilio.requests_seen()) == 5
+    assert rows(engine, "SELECT count(*) FROM calls") == [(3,)]
+
+    twilio.tamper = None
+    ending = sync(twilio, *window_args(account.sid), "--max-pages", "1")
+    assert ending.returncode == 0, ending.stderr
+    assert ending.stdout == (f"3 calls read from Twilio for {account.sid}: 0 stored (0 new, 0 changed), 3 already "
+                             "there unchanged, 0 skipped\n")
+
+
+def test_a_page_dripping_a_byte_at_a_time_is_cut_at_the_page_timeout(engine, twilio):
+    account = with_calls(engine, twilio, 1)
+    twilio.drip_s = 0.05  # the answer, about 1.4 kB, would take over a minute
+    started = time.monotonic()
+    result = sync(twilio, *window_args(account.sid), "--page-timeout", "1")
+    assert time.monotonic() - started < 10
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == ("summaries calls: Twilio's page 1 was not read whole within 1 s (--page-timeout); "
+                             "nothing was stored\n")
+    assert rows(engine, "SELECT count(*) FROM calls") == [(0,)]
+
+
+def test_a_page_over_the_size_limit_is_not_read_whole(engine, twilio):
+    account = with_calls(engine, twilio, 1)
+    twilio.tamper = lambda page, body: {**body, "padding": "x" * MAX_PAGE_BYTES}
+    result = sync(twilio, *window_args(account.sid))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"summaries calls: Twilio's page 1 is over {MAX_PAGE_BYTES // 2**20} MB; nothing was "
+                             "stored\n")
+
+
+_GONE = object()
+
+
+def edit(*path_and_value) -> Callable[[dict], object]:
+    """The page with the value at the path replaced (or, _GONE, removed)."""
+    *path, value = path_and_value
+
+    def edited(body: dict) -> dict:
+        parent = body
+        for key in path[:-1]:
+            parent = parent[key]
+        if value is _GONE:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = value
+        return body
+
+    return edited
+
+
+@pytest.mark.parametrize("change, what", [
+    pytest.param(lambda body: b"<html>Service Unavailable</html>", "not JSON (Expecting value: line 1 column 1 "
+                 "(char 0))", id="not-json"),
+    pytest.param(lambda body: b"[" * 100_000, "not JSON (maximum recursion depth exceeded", id="nested-too-deep"),
+    pytest.param(lambda body: body["calls"], "the body is an array, not an object", id="a-list-body"),
+    pytest.param(edit("calls", _GONE), "calls is missing", id="no-calls"),
+    pytest.param(edit("calls", {}), "calls is an object, not an array", id="calls-an-object"),
+    pytest.param(edit("meta", None), "meta is null, not an object", id="meta-null"),
+    pytest.param(edit("meta", {"key": "records"}), "records is missing", id="meta-key-naming-nothing"),
+    pytest.param(edit("meta", {"key": ["calls"]}), "meta.key is an array, not a string", id="meta-key-an-array"),
+    pytest.param(edit("calls", 6, "CA" + "0" * 32), "calls[6] is a string, not an object", id="a-call-a-string"),
+    pytest.param(edit("calls", 6, "sid", 12345), "calls[6].sid is a number, not a string", id="sid-a-number"),
+    pytest.param(edit("calls", 6, "account_sid", _GONE), "calls[6].account_sid is missing", id="no-account-sid"),
+    pytest.param(edit("calls", 6, "start_time", 1710000000), "calls[6].start_time is a number, not a string",
+                 id="start-time-a-number"),
+    pytest.param(edit("calls", 6, "start_time", "Tue, 32 Mar 2024 25:00:00 +0000"), "calls[6].start_time "
+                 "'Tue, 32 Mar 2024 25:00:00 +0000' is not a time", id="start-time-out-of-range"),
+    pytest.param(edit("next_page_uri", 3), "next_page_uri is a number, not a string", id="next-page-uri-a-number"),
+])
+def test_a_malformed_page_is_one_line_naming_what_and_the_pages_before_it_stay(engine, twilio, change, what):
+    account = with_calls(engine, twilio, 1500)
+    twilio.tamper = lambda page, body: change(body) if page == 1 else body  # the second page
+    result = sync(twilio, *window_args(account.sid), "--batch-size", "500")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"summaries calls: Twilio's page 2 is malformed: {what}"), result.stderr
+    assert result.stderr.endswith(kept(1000))
+    assert rows(engine, "SELECT count(*) FROM calls") == [(1000,)]
 
 
 def test_on_a_terminal_a_progress_line_is_rewritten_in_place_and_cleared(engine, twilio):

@@ -7,6 +7,12 @@ query's `StartTime>=` and `StartTime<=`: inclusive, as at Twilio), newest first,
 `PageSize` (50 by default, at most 1000) chained by `next_page_uri` and a `PageToken` cursor. Errors
 come in Twilio's JSON format. Calls not yet dialed (no start_time) are listed by their date_created:
 the stand-in's choice, which lets the tests see the client skip them.
+
+It can also be a hostile or broken Twilio: `tamper` rewrites each page before it is served (a link
+to another host, a loop, a list without end, any malformed body), `drip_s` sends every answer a
+byte at a time, and a second instance on 127.0.0.2 is another host, which records any request that
+reaches it. After `limit` requests every answer is a 503, so that a client that would never stop
+fails its test at once instead of hanging it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from email.utils import format_datetime
+from typing import Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from shared.accounts.sids import CALL, new_sid
@@ -44,26 +52,40 @@ def _query_time(raw: str) -> dt.datetime:
 
 
 class TwilioCallsApi:
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.tokens: dict[str, str] = {}  # account SID -> auth token
         self.keys: dict[str, tuple[str, str]] = {}  # API key SID -> (secret, account SID)
         self.calls: dict[str, list[dict]] = {}  # account SID -> the calls its list shows
         self.fail_page: tuple[int, int] | None = None  # (page number, status): that page fails
         self.requests: list[dict] = []  # every request: user (Basic), path, query
+        # (page number, the page as it would be served) -> what is served instead: an object or an
+        # array as JSON, bytes as they are.
+        self.tamper: Callable[[int, dict], object] | None = None
+        self.drip_s = 0.0  # > 0: the whole answer, status line first, one byte at a time this far apart
+        self.limit = 50  # requests answered before every answer is a 503
         self._lock = threading.Lock()
         api = self
 
         class Handler(QuietHandler):
             def do_GET(self):
                 status, body = api._answer(self.path, self.headers.get("Authorization", ""))
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+                answer = (f"{self.protocol_version} {status} {self.responses[status][0]}\r\n"
+                          "Content-Type: application/json\r\n"
+                          f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+                try:
+                    if not api.drip_s:
+                        self.wfile.write(answer)
+                        return
+                    self.close_connection = True
+                    for i in range(len(answer)):
+                        self.wfile.write(answer[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(api.drip_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up
 
-        self.server, self.base_url = serve(Handler)
+        self.server, self.base_url = serve(Handler, host)
 
     def add_account(self, sid: str, token: str) -> None:
         self.tokens[sid] = token
@@ -117,12 +139,14 @@ class TwilioCallsApi:
         key = self.keys.get(user)
         return user, (key[1] if key and key[0] == secret else None)
 
-    def _answer(self, raw_path: str, authorization: str) -> tuple[int, dict]:
+    def _answer(self, raw_path: str, authorization: str) -> tuple[int, object]:
         parts = urlsplit(raw_path)
         query = {name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
         user, account = self._authenticated(authorization)
         with self._lock:
             self.requests.append({"user": user, "path": parts.path, "query": query})
+            if len(self.requests) > self.limit:
+                return _error(503, 20500, f"the stand-in's limit of {self.limit} requests: the client does not stop")
         if account is None:
             return _error(401, 20003, "Authenticate")
         matched = _PATH.fullmatch(parts.path)
@@ -150,12 +174,13 @@ class TwilioCallsApi:
         next_uri = None
         if offset + size < len(listed):
             next_uri = f"{base}&{urlencode({'Page': page + 1, 'PageToken': 'PA' + served[-1]['sid']})}"
-        return 200, {
+        body = {
             "calls": [{k: v for k, v in call.items() if not k.startswith("_")} for call in served],
             "first_page_uri": f"{base}&Page=0", "next_page_uri": next_uri, "previous_page_uri": None,
             "page": page, "page_size": size, "start": offset, "end": offset + len(served) - 1,
             "uri": parts.path + ("?" + parts.query if parts.query else ""),
         }
+        return 200, (self.tamper(page, body) if self.tamper else body)
 
     def close(self) -> None:
         self.server.shutdown()
