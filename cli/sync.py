@@ -42,11 +42,11 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from cli.commands import CommandError
-from cli.imports import ImportFailed, load_calls
+from cli.imports import load_calls
 from shared.accounts.sids import CALL, is_sid
+from shared.errors import CommandError, ImportFailed, SettingError
 from shared.models import Account
-from shared.platform.config import SettingError, Settings, get_settings
+from shared.platform.config import Settings, get_settings
 from shared.platform.db import get_engine
 
 BATCH_CALLS = 10_000  # calls per committed batch, unless --batch-size says otherwise
