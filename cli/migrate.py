@@ -56,7 +56,13 @@ def _direct_engine(url: str | None):
 
 
 def _revision_on(connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    revision = MigrationContext.configure(connection).get_current_revision()
+    # Alembic's look at the catalog leaves a snapshot registered on the connection (its xmin shows in
+    # pg_stat_activity) until the next statement. On the lock connection, idle in its transaction for
+    # the whole run, that snapshot made CREATE INDEX CONCURRENTLY (0010) wait for it until its lock
+    # timeout, on every fresh database: one more statement lets it go.
+    connection.exec_driver_sql("SELECT 1")
+    return revision
 
 
 def current_revision(url: str | None) -> str | None:
