@@ -220,11 +220,14 @@ def callbacks(args: argparse.Namespace) -> None:
         for planned in plan.deliveries:
             print(f"{_planned(planned, 'would send')}\n  " +
                   safe("&".join(f"{k}={v}" for k, v in sorted(planned.params.items()))))
-    else:
-        for step in actions.redeliver(plan, operator(), get_settings(), args.rate):
-            print(_planned(step.delivery, "sending" if step.sent else "changed since the plan, left alone:"),
-                  flush=True)
-    print(f"{len(plan.deliveries)} deliveries {'would be sent' if args.dry_run else 'sent again'}")
+        print(f"{len(plan.deliveries)} deliveries would be sent")
+        return
+    sent = 0
+    for step in actions.redeliver(plan, operator(), get_settings(), args.rate):
+        sent += step.sent
+        print(_planned(step.delivery, "sending" if step.sent else "changed since the plan, left alone:"), flush=True)
+    left = len(plan.deliveries) - sent
+    print(f"{sent} deliveries sent again" + (f"; {left} left alone (changed since the plan)" if left else ""))
 
 
 def _planned(planned, action: str) -> str:

@@ -204,12 +204,33 @@ class Restarts:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Until the children run, a Ctrl-C, a closed terminal or a TERM interrupts whatever is going on
+    # (a migration, the seeding) as KeyboardInterrupt, so that the embedded servers already started
+    # are stopped (Redis below, PostgreSQL at exit): left to their default, SIGHUP and SIGTERM
+    # killed `up` and orphaned both.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        _say("stopped before everything had started\n", sys.stderr)
+        return 130
+    finally:
+        for server in _STARTED:
+            server.stop()
+        _STARTED.clear()
+
+
+_STARTED: list[EmbeddedRedis] = []  # the embedded Redis, once started: stopped last, whatever happens
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    embedded_redis = None
     db_url = database_url(settings)  # starts the embedded PostgreSQL when DATABASE_URL is unset
     broker = settings.redis_url
     if broker is None:
         embedded_redis = EmbeddedRedis(settings.data_dir)
+        _STARTED.append(embedded_redis)
         broker = embedded_redis.start()
     upgrade(db_url, contract=True)  # every process of this machine's previous run has stopped
     demo = ensure_demo(db_url) if args.demo else None
@@ -271,6 +292,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         _say("stopping...\n", sys.stderr)
         _stop(processes)
-        if embedded_redis is not None:
-            embedded_redis.stop()
     return status

@@ -45,10 +45,13 @@ def test_text_is_one_short_line_with_the_fields_after_the_message(emitted):
     stream = emitted("text")
     with logs.bind(summary_sid="FS1"):
         logging.getLogger("worker.summaries").info("summary completed", extra={"account_sid": "AC1"})
-        logging.getLogger("worker.callbacks").warning("a message\nof two lines")
-    first, second = stream.getvalue().splitlines()
+        logging.getLogger("worker.callbacks").warning("a message\nof two lines", extra={"request_id": "RQ1"})
+        logging.getLogger("api.app").info("request", extra={"request_id": "RQ2", "status": 201})
+    first, second, third = stream.getvalue().splitlines()
     assert first[:9].count(":") == 2 and first[9:] == "summary completed account_sid=AC1 summary_sid=FS1"
-    assert second[9:] == "WARNING a message of two lines summary_sid=FS1"
+    # A warning names its request (the client's Twilio-Request-Id); an ordinary request line does not.
+    assert second[9:] == "WARNING a message of two lines request_id=RQ1 summary_sid=FS1"
+    assert third[9:] == "request status=201 summary_sid=FS1"
 
 
 def test_text_leaves_out_the_routine_lines_and_keeps_their_failures(emitted):

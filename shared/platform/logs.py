@@ -58,8 +58,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
-# Left out of a text line: Celery's copy of what its message already says, and ids a person never types.
-_NOT_SHOWN = {"data", "request_id", "color_message"}
+# Left out of a text line: Celery's copy of what its message already says; and, on an INFO line, the
+# request id (a warning or an error keeps it: it is the Twilio-Request-Id the client was answered).
+_NOT_SHOWN = {"data", "color_message"}
 
 
 class TextFormatter(logging.Formatter):
@@ -67,8 +68,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         level = "" if record.levelno == logging.INFO else f"{record.levelname} "
+        hidden = _NOT_SHOWN | ({"request_id"} if record.levelno <= logging.INFO else set())
         fields = " ".join(f"{name}={value}" for name, value in vars(record).items()
-                          if name not in _STANDARD and name not in _NOT_SHOWN and not name.startswith("_"))
+                          if name not in _STANDARD and name not in hidden and not name.startswith("_"))
         message = " ".join(record.getMessage().split())  # one line, whatever the message held
         line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {level}{message}"
         line = f"{line} {fields}" if fields else line
