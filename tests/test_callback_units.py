@@ -325,3 +325,18 @@ def test_the_per_thread_sender_refuses_a_forbidden_peer_before_any_byte():
         assert server.replies == [(b"ok", 0)]  # no request reached it
     finally:
         server.close()
+
+
+def test_a_delivery_that_keeps_finding_its_share_full_looks_again_less_and_less_often(service_urls, monkeypatch):
+    """Each time in a row, the bound of the wait doubles (0.5 to 1.5 s, then up to 3, 6 ... 30 s):
+    a family's long backlog no longer costs the workers a claim and a message per delivery a second."""
+    import fakeredis
+
+    from worker import callbacks
+
+    client = fakeredis.FakeRedis()
+    monkeypatch.setattr(callbacks.random, "uniform", lambda low, high: (low, high))
+    bounds = [callbacks.busy_delay_s(client, "FSbusy") for _ in range(7)]
+    assert bounds == [(0.5, 1.5), (0.5, 3.0), (0.5, 6.0), (0.5, 12.0), (0.5, 24.0), (0.5, 30.0), (0.5, 30.0)]
+    assert callbacks.busy_delay_s(client, "FSother") == (0.5, 1.5)  # per delivery
+    assert 0 < client.ttl("cfs:busy:FSbusy") <= callbacks.BUSY_MEMORY_S  # and forgotten after a while

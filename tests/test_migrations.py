@@ -307,7 +307,7 @@ def _statements_by_revision(statements: list[str]) -> list[list[str]]:
             chunks.append(current)
             current = []
         elif statement not in UNLIMITED and not re.match(r"\s*(select pg_catalog|select current_schema|show |SELECT alembic_version|"
-                          r"SELECT pg_try_advisory_xact_lock|"
+                          r"SELECT pg_try_advisory_xact_lock|SELECT 1$|"
                           r"CREATE TABLE alembic_version|SELECT to_regclass|select relname|"
                           r"SELECT pg_catalog)", statement, re.I):
             current.append(statement)
