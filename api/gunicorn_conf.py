@@ -57,8 +57,26 @@ def on_starting(server):
     /healthz on that listener, and no /metrics on the public one, deciding by the socket a request
     came in on (api/app.py listener_port)."""
     port = get_settings().metrics_port
-    if port:
-        server.cfg.set("bind", [*server.cfg.bind, metrics_bind(server.cfg.bind[0], port)])
+    if not port:
+        return
+
+    def add_metrics_bind() -> None:
+        binds = server.app.cfg.bind
+        metrics = metrics_bind(binds[0], port)
+        if metrics not in binds:
+            server.app.cfg.set("bind", [*binds, metrics])
+
+    add_metrics_bind()
+    # A reload (SIGHUP) reads the configuration again, with one bind: gunicorn then closed both
+    # listeners and failed to open them again ("Address already in use"), and the master exited.
+    # Added again before gunicorn compares the addresses, the listeners stay as they are.
+    reload = server.app.reload
+
+    def reload_keeping_the_metrics_listener() -> None:
+        reload()
+        add_metrics_bind()
+
+    server.app.reload = reload_keeping_the_metrics_listener
 
 
 def post_worker_init(worker):

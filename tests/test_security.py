@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -266,6 +267,41 @@ def test_two_gunicorn_masters_on_one_machine_share_no_control_socket(service_url
     finally:
         for process, _ in masters:
             process.stop()
+
+
+@pytest.mark.slow
+def test_a_reload_keeps_the_api_and_its_metrics_listener(service_urls, tmp_path):
+    """SIGHUP, gunicorn's reload: with METRICS_PORT the bind list changed from two to one, gunicorn
+    closed both listeners, failed to open them again and the master exited (found by review)."""
+    import signal
+    import urllib.request
+
+    from cli import processes
+    from tests.processes import Process, wait_for
+    from tests.support import free_port
+
+    public, metrics = free_port(), free_port()
+    process = Process("gunicorn-reload", processes.python_m(processes.web(f"127.0.0.1:{public}", 1)), tmp_path,
+                      {"METRICS_PORT": str(metrics)})
+
+    def answers(port: int, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: answers(public, "/healthz") and answers(metrics, "/metrics"), 30, 0.2, "both listeners")
+        process.popen.send_signal(signal.SIGHUP)
+        wait_for(lambda: "Hang up" in process.output() or "Handling signal: hup" in process.output(), 10, 0.1,
+                 "the reload")
+        time.sleep(3)  # the new workers booted, the old ones gone
+        assert process.popen.poll() is None, process.output()[-2000:]
+        assert answers(public, "/healthz") and answers(metrics, "/metrics"), process.output()[-2000:]
+        assert "Address already in use" not in process.output()
+    finally:
+        process.stop()
 
 
 @pytest.mark.slow
