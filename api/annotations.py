@@ -16,7 +16,7 @@ import re
 from api.errors import BadRequest, NotFound
 from api.http import Request, Response
 from shared.accounts.sids import CALL, is_sid
-from shared.calls import annotations
+from shared.calls.annotations import FIELDS, Annotation, annotate, read
 from shared.formats import parse_bool
 from shared.models import ANNOTATION_TEXT_MAX_CHARS, ANSWERED_BY, CONNECTIVITY_ISSUES, QUALITY_ISSUES
 
@@ -77,7 +77,7 @@ PARAMETERS = {
     "Comment": ("comment", _text),
     "Incident": ("incident", _text),
 }
-assert {field for field, _ in PARAMETERS.values()} == set(annotations.FIELDS)
+assert {field for field, _ in PARAMETERS.values()} == set(FIELDS)
 TEXTS = ("comment", "incident")
 
 
@@ -110,7 +110,7 @@ def _url(request: Request, call_sid: str) -> str:
 
 
 def annotation_resource(request: Request, call_sid: str, account_sid: str,
-                        annotation: annotations.Annotation) -> dict:
+                        annotation: Annotation) -> dict:
     return {
         "call_sid": call_sid,
         "account_sid": account_sid,
@@ -134,7 +134,7 @@ def update(request: Request, account, CallSid: str) -> Response:
     # each would double what an account may write. A refused (400) update spends nothing.
     request.services.check_feedback_rate(request.caller.sid)
     session = request.session
-    annotated = annotations.annotate(session.connection(), account.sid, CallSid, changes)
+    annotated = annotate(session.connection(), account.sid, CallSid, changes)
     if annotated is None:
         raise NotFound(request.path)
     session.commit()
@@ -144,7 +144,7 @@ def update(request: Request, account, CallSid: str) -> Response:
 def fetch(request: Request, account, CallSid: str) -> Response:
     if not is_sid(CallSid, CALL):
         raise NotFound(request.path)
-    found = annotations.read(request.connection, account.sid, CallSid)
+    found = read(request.connection, account.sid, CallSid)
     if found is None:
         raise NotFound(request.path)
     return Response(200, annotation_resource(request, CallSid, *found))

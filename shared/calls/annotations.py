@@ -13,8 +13,10 @@ call's row fixes:
    every writer of an annotation holds its call's row, the moves and deletes of calls included).
 3. One statement writes the annotation and the entry: the Feedback endpoint's own upsert, so
    date_created stays when the call was first given a score; or, when the score is cleared, a
-   delete. It is a statement of its own, after the lock: a statement that waited for a lock keeps
-   the snapshot it started with, and a delete in it would miss a post's row committed meanwhile.
+   delete.
+Steps 2 and 3 are statements of their own, after the lock's: a statement that waited for a lock
+keeps the snapshot it started with, so a read in it would miss the annotation the writer it waited
+for committed, and a delete in it a post's entry (tests/test_rollup_concurrency.py caught the first).
 The rollups follow the entry through their triggers (migration 0007), whoever wrote it.
 """
 
@@ -69,11 +71,13 @@ _ANNOTATION = ", ".join(f"a.{name}" for name in FIELDS)
 # The credentials' account, or (a parent's credentials) one of its subaccounts.
 _FAMILY = ("(c.account_sid = :caller OR EXISTS (SELECT 1 FROM accounts s WHERE s.sid = c.account_sid "
            "AND s.parent_sid = :caller))")
-_READ = (f"SELECT c.account_sid, {_ANNOTATION} FROM calls c LEFT JOIN call_annotations a ON a.call_sid = c.sid\n"
-         f"WHERE c.sid = :call_sid AND {_FAMILY}")
 _COLUMNS = (_table.account_sid, *(_table[name] for name in FIELDS))
-READ = text(_READ).columns(*_COLUMNS)
-LOCK = text(_READ + "\nFOR NO KEY UPDATE OF c").columns(*_COLUMNS)
+READ = text(f"SELECT c.account_sid, {_ANNOTATION} FROM calls c LEFT JOIN call_annotations a ON a.call_sid = c.sid\n"
+            f"WHERE c.sid = :call_sid AND {_FAMILY}").columns(*_COLUMNS)
+LOCK = text(f"SELECT c.account_sid FROM calls c WHERE c.sid = :call_sid AND {_FAMILY} FOR NO KEY UPDATE").columns(
+    _table.account_sid)
+ANNOTATION = text(f"SELECT {_ANNOTATION} FROM call_annotations a WHERE a.call_sid = :call_sid").columns(
+    *_COLUMNS[1:])
 # A call Twilio has not told us of yet: recorded from the update, as a Feedback post records one
 # (api/feedback.py), under the credentials' account, for a status callback or a sync to confirm.
 RECORD_PROVISIONAL = text("INSERT INTO calls (sid, account_sid, start_time, provisional) "
@@ -111,16 +115,21 @@ def annotate(connection: Connection, caller_sid: str, call_sid: str,
     caller commits). The call's account and the annotation as it now is; None when the call is
     neither the caller's nor its subaccounts' (a call not known yet is recorded as the caller's)."""
     keys = {"call_sid": call_sid, "caller": caller_sid}
-    found = connection.execute(LOCK, keys).first()
-    if found is not None:
-        account_sid, before = found[0], Annotation.from_row(found[1:])
-    elif (recorded := connection.execute(RECORD_PROVISIONAL, keys).first()) is not None:
-        account_sid, before = recorded.account_sid, Annotation()
-    else:  # the call is another account's, or one of the family recorded it meanwhile
-        found = connection.execute(LOCK, keys).first()
-        if found is None:
+    account_sid = connection.execute(LOCK, keys).scalar()
+    if account_sid is None:
+        recorded = connection.execute(RECORD_PROVISIONAL, keys).scalar()
+        if recorded is not None:  # a call recorded just now has no annotation yet
+            return _write(connection, call_sid, recorded, Annotation(), update)
+        # Not recorded: the call is another account's, or one of the family recorded it meanwhile.
+        account_sid = connection.execute(LOCK, keys).scalar()
+        if account_sid is None:
             return None
-        account_sid, before = found[0], Annotation.from_row(found[1:])
+    stored = connection.execute(ANNOTATION, keys).first()
+    return _write(connection, call_sid, account_sid, Annotation.from_row(stored) if stored else Annotation(), update)
+
+
+def _write(connection: Connection, call_sid: str, account_sid: str, before: Annotation,
+           update: dict[str, object]) -> tuple[str, Annotation]:
     after = replace(before, **update)
     values = dict(zip(FIELDS, astuple(after)), call_sid=call_sid, account_sid=account_sid,
                   issues=after.feedback_issues())
