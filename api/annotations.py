@@ -17,7 +17,6 @@ from api.errors import BadRequest, NotFound
 from api.http import Request, Response
 from shared.accounts.sids import CALL, is_sid
 from shared.calls.annotations import FIELDS, Annotation, annotate, read
-from shared.formats import parse_bool
 from shared.models import ANNOTATION_TEXT_MAX_CHARS, ANSWERED_BY, CONNECTIVITY_ISSUES, QUALITY_ISSUES
 
 SCORE = re.compile(r"[1-5]")
@@ -27,17 +26,16 @@ DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 def _one_of(allowed: tuple[str, ...]):
     def parse(name: str, raw: str) -> str:
-        value = raw.strip()
-        if value not in allowed:
-            raise BadRequest(f"{name} must be one of {', '.join(allowed)}; got {value[:ECHOED_CHARS]!r}")
-        return value
+        if raw not in allowed:
+            raise BadRequest(f"{name} must be one of {', '.join(allowed)}; got {raw[:ECHOED_CHARS]!r}")
+        return raw
     return parse
 
 
 def _quality_issues(name: str, raw: str) -> tuple[str, ...]:
     issues: list[str] = []
     for part in raw.split(","):
-        issue = part.strip()
+        issue = part.strip(" ")  # "latency, echo" as well
         if issue not in QUALITY_ISSUES:
             raise BadRequest(f"{name} must be one or more of {', '.join(QUALITY_ISSUES)}, comma-separated; got "
                              f"{issue[:ECHOED_CHARS]!r}")
@@ -47,14 +45,13 @@ def _quality_issues(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _spam(name: str, raw: str) -> bool:
-    value = parse_bool(raw)
-    if value is None:
+    if not (raw.isascii() and raw.lower() in ("true", "false")):  # twilio 8.x sends True and False
         raise BadRequest(f"{name} must be true or false")
-    return value
+    return raw.lower() == "true"
 
 
 def _call_score(name: str, raw: str) -> int:
-    if not SCORE.fullmatch(raw.strip()):
+    if not SCORE.fullmatch(raw):
         raise BadRequest(f"{name} must be an integer from 1 to 5, or empty to clear the score")
     return int(raw)
 
@@ -68,6 +65,7 @@ def _text(name: str, raw: str) -> str:
 
 
 # Form parameter -> (field, parser of a non-empty value). Sent empty, a parameter clears its field.
+# Values are taken exactly as api/openapi.json states them (no blanks around them but QualityIssues').
 PARAMETERS = {
     "AnsweredBy": ("answered_by", _one_of(ANSWERED_BY)),
     "ConnectivityIssue": ("connectivity_issue", _one_of(CONNECTIVITY_ISSUES)),
@@ -78,7 +76,6 @@ PARAMETERS = {
     "Incident": ("incident", _text),
 }
 assert {field for field, _ in PARAMETERS.values()} == set(FIELDS)
-TEXTS = ("comment", "incident")
 
 
 def _update(request: Request) -> dict[str, object]:
@@ -86,11 +83,8 @@ def _update(request: Request) -> dict[str, object]:
     update = {}
     for name, (field, parse) in PARAMETERS.items():
         raw = request.param(name)
-        if raw is None:
-            continue
-        # Comment and Incident are kept as sent; blanks around the other values do not count.
-        empty = not raw if field in TEXTS else not raw.strip()
-        update[field] = None if empty else parse(name, raw)
+        if raw is not None:
+            update[field] = parse(name, raw) if raw else None
     return update
 
 
