@@ -16,7 +16,7 @@ import re
 from api.errors import BadRequest, NotFound
 from api.http import Request, Response
 from shared.accounts.sids import CALL, is_sid
-from shared.calls.annotations import FIELDS, Annotation, annotate, read
+from shared.calls.annotations import FIELDS, Annotation, annotate, clears_score, read, write
 from shared.models import ANNOTATION_TEXT_MAX_CHARS, ANSWERED_BY, CONNECTIVITY_ISSUES, QUALITY_ISSUES
 
 SCORE = re.compile(r"[1-5]")
@@ -127,11 +127,15 @@ def update(request: Request, account, CallSid: str) -> Response:
     # call's feedback entry as a post does, and records a call as one does; two doors with a budget
     # each would double what an account may write. A refused (400) update spends nothing.
     request.services.check_feedback_rate(request.caller.sid)
-    session = request.session
-    annotated = annotate(session.connection(), account.sid, CallSid, changes)
+    # The common case, a known call and no clear of the score, is one statement on the autocommit
+    # connection; else a transaction (shared/calls/annotations.py says why).
+    annotated = None if clears_score(changes) else write(request.connection, account.sid, CallSid, changes)
     if annotated is None:
-        raise NotFound(request.path)
-    session.commit()
+        session = request.session
+        annotated = annotate(session.connection(), account.sid, CallSid, changes)
+        if annotated is None:
+            raise NotFound(request.path)
+        session.commit()
     return Response(200, annotation_resource(request, CallSid, *annotated))
 
 

@@ -131,3 +131,46 @@ def test_calls_show_says_why_a_call_counts_as_a_2(client, engine, family, capsys
     printed = capsys.readouterr().out
     assert "score 3" in printed and "by a Feedback post or an import" in printed
     assert f"{unknown}: no such call" in printed
+
+
+def test_a_clear_waits_for_a_post_in_flight_and_removes_the_entry_it_wrote(client, engine, family):
+    """The post has written a first entry for the call and not committed yet when an update clears the
+    score. The update is the later write, so the entry must go: it waits for the post (which holds the
+    call's row) and removes the entry in a statement that starts after the post committed. A delete in
+    the statement that waited would not see the post's row, and the entry would stay."""
+    import threading
+
+    from api.feedback import UPSERT_OWN_CALL_FEEDBACK
+    from tests.processes import wait_for
+
+    account = family["child"]
+    sid = make_calls(engine, account, [T0])[0]
+    assert annotate(client, account, sid, {"Comment": "no score yet"}).status == 200
+    written, commit = threading.Event(), threading.Event()
+
+    def post():
+        with engine.begin() as connection:
+            assert connection.execute(UPSERT_OWN_CALL_FEEDBACK, {"call_sid": sid, "account_sid": account.sid,
+                                                                 "quality_score": 5, "issues": []}).first()
+            written.set()
+            commit.wait(10)
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    assert written.wait(10)
+    answers = []
+    clear = threading.Thread(target=lambda: answers.append(annotate(client, account, sid, {"CallScore": ""}).status))
+    clear.start()
+
+    def waiting() -> bool:
+        with engine.connect() as connection:
+            return bool(connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                                "AND query LIKE '%call_annotations%'")).scalar())
+
+    wait_for(lambda: waiting() or not clear.is_alive(), 10, 0.02, "the clear to wait for the post")
+    assert clear.is_alive(), "the clear did not wait for the post in flight"
+    commit.set()
+    poster.join(10)
+    clear.join(10)
+    assert answers == [200] and entry(engine, sid) is None
+    assert fetched(client, account, sid).json["comment"] == "no score yet"

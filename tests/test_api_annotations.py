@@ -249,3 +249,25 @@ def test_annotation_updates_spend_the_feedback_rate_limit(engine, redis_client, 
     assert int(refused.headers["Retry-After"]) >= 1
     assert fetched(client, account, calls[3]).status == 200  # a fetch is not counted
     assert annotate(client, other, new_sid(CALL), {"CallScore": "1"}).status == 200  # each account its own
+
+
+def test_the_sql_mapping_is_the_python_one_for_every_annotation(engine):
+    """WRITE maps in SQL (ISSUES_SQL); `summaries calls show` and the tests read the same table in
+    Python (Annotation.feedback_issues): the two agree on every combination of values."""
+    import itertools
+    import json
+
+    from shared.calls.annotations import ISSUES_SQL, Annotation
+    from shared.models import CONNECTIVITY_ISSUES, QUALITY_ISSUES
+
+    rows = [{"quality_issues": list(quality) or None, "connectivity_issue": connectivity, "spam": spam}
+            for size in range(len(QUALITY_ISSUES) + 1) for quality in itertools.combinations(QUALITY_ISSUES, size)
+            for connectivity in (None, *CONNECTIVITY_ISSUES) for spam in (None, False, True)]
+    with engine.connect() as connection:
+        mapped = connection.execute(text(
+            f"SELECT {ISSUES_SQL} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+            "AS a(quality_issues text[], connectivity_issue text, spam boolean)"), {"rows": json.dumps(rows)}).scalars()
+        in_sql = [list(issues) for issues in mapped]
+    in_python = [Annotation(connectivity_issue=row["connectivity_issue"], spam=row["spam"],
+                            quality_issues=tuple(row["quality_issues"] or ()) or None).feedback_issues() for row in rows]
+    assert len(rows) == 256 * 6 * 3 and in_sql == in_python

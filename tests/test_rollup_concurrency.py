@@ -23,7 +23,7 @@ from api.feedback import UPSERT_OWN_CALL_FEEDBACK, upsert_feedback
 from api.voice_status import RECORD_CALL
 from cli.imports import ImportFailed, import_feedback
 from shared.accounts.sids import CALL, new_sid
-from shared.calls.annotations import Annotation, annotate, entry_change
+from shared.calls.annotations import Annotation, annotate, clears_score
 from shared.models import FEEDBACK_ISSUES, Call
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import make_account, make_calls
@@ -208,10 +208,9 @@ def test_feedback_posts_racing_annotation_updates_leave_the_last_committed_write
             entries[sid] = write[1:]
             continue
         notes[sid] = Annotation(**{**notes[sid].__dict__, **write[1]})
-        change = entry_change(write[1], notes[sid])
-        if change == "write":
+        if notes[sid].call_score is not None:
             entries[sid] = (notes[sid].call_score, frozenset(notes[sid].feedback_issues()))
-        elif change == "remove":
+        elif clears_score(write[1]):
             entries[sid] = None
     with engine.connect() as connection:
         stored = {sid: None for sid in sids} | {sid: (score, frozenset(issues)) for sid, score, issues in connection.execute(

@@ -2,27 +2,27 @@
 call score, that call's feedback entry (SPEC, Call Annotations). The only code that writes
 `call_annotations` (the API's update), and what reads it (the API's fetch, `summaries calls show`).
 
-An update and the call's feedback entry are written in one transaction. A call has one entry, and a
-Feedback post and an annotation update both write it: the later write sets its score and issues,
-and an update that clears the score removes it. "Later" is the order of their commits, which the
-call's row fixes:
-1. The update locks the call's row FOR NO KEY UPDATE. That waits for every Feedback post of the
-   call still running (a post holds the row FOR SHARE from its first statement to its commit,
-   api/feedback.py) and for any other update of it, and makes later ones wait for this one.
-2. It reads the annotation and merges the update in Python (nothing else can write it meanwhile:
-   every writer of an annotation holds its call's row, the moves and deletes of calls included).
-3. One statement writes the annotation and the entry: the Feedback endpoint's own upsert, so
-   date_created stays when the call was first given a score; or, when the score is cleared, a
-   delete.
-Steps 2 and 3 are statements of their own, after the lock's: a statement that waited for a lock
-keeps the snapshot it started with, so a read in it would miss the annotation the writer it waited
-for committed, and a delete in it a post's entry (tests/test_rollup_concurrency.py caught the first).
-The rollups follow the entry through their triggers (migration 0007), whoever wrote it.
+A call has one entry, and a Feedback post and an annotation update both write it: the later write
+sets its score and issues, and an update that clears the score removes it. "Later" is the order of
+their commits, which the call's row fixes; an update is one statement (WRITE) that
+1. locks the call's row FOR NO KEY UPDATE, which waits for every Feedback post of the call still
+   running (a post holds the row FOR SHARE from its first statement to its commit, api/feedback.py)
+   and for any other update of it, and makes later ones wait for this one;
+2. merges the update into the annotation by INSERT ... ON CONFLICT DO UPDATE, which works on the
+   annotation as last committed even when the statement waited for the lock (a plain read in it
+   would see the annotation as of the statement's start: tests/test_rollup_concurrency.py caught an
+   update lost that way);
+3. writes the entry from the merged annotation when it has a score, with the Feedback endpoint's
+   own upsert, so date_created stays when the call was first given a score.
+Clearing the score removes the entry by a DELETE, and a DELETE sees only rows committed before its
+statement began: a post's entry committed while WRITE waited would survive the clear that followed
+it. So a clear is a transaction: WRITE, then the DELETE in a statement of its own (annotate()). The
+rollups follow the entry through their triggers (migration 0007), whoever wrote it.
 """
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from sqlalchemy import Connection, text
 
@@ -68,74 +68,88 @@ class Annotation:
 FIELDS = tuple(field.name for field in fields(Annotation))
 _table = CallAnnotation.__table__.c
 _ANNOTATION = ", ".join(f"a.{name}" for name in FIELDS)
+_COLUMNS = (_table.account_sid, *(_table[name] for name in FIELDS))
 # The credentials' account, or (a parent's credentials) one of its subaccounts.
 _FAMILY = ("(c.account_sid = :caller OR EXISTS (SELECT 1 FROM accounts s WHERE s.sid = c.account_sid "
            "AND s.parent_sid = :caller))")
-_COLUMNS = (_table.account_sid, *(_table[name] for name in FIELDS))
 READ = text(f"SELECT c.account_sid, {_ANNOTATION} FROM calls c LEFT JOIN call_annotations a ON a.call_sid = c.sid\n"
             f"WHERE c.sid = :call_sid AND {_FAMILY}").columns(*_COLUMNS)
-LOCK = text(f"SELECT c.account_sid FROM calls c WHERE c.sid = :call_sid AND {_FAMILY} FOR NO KEY UPDATE").columns(
-    _table.account_sid)
-ANNOTATION = text(f"SELECT {_ANNOTATION} FROM call_annotations a WHERE a.call_sid = :call_sid").columns(
-    *_COLUMNS[1:])
+
+
+def _reported_sql(issue: str) -> str | None:
+    """The SQL condition on an annotation row `a` under which it reports this feedback issue."""
+    quality = [value for value, reported in QUALITY_ISSUE_FEEDBACK.items() if reported == issue]
+    connectivity = [value for value, reported in CONNECTIVITY_ISSUE_FEEDBACK.items() if reported == issue]
+    conditions = ([f"a.quality_issues && ARRAY[{', '.join(repr(v) for v in quality)}]::text[]"] if quality else []) + \
+        ([f"a.connectivity_issue IN ({', '.join(repr(v) for v in connectivity)})"] if connectivity else []) + \
+        (["a.spam"] if issue == SPAM_FEEDBACK else [])
+    return " OR ".join(conditions) or None
+
+
+# The feedback issues of the merged annotation, in FEEDBACK_ISSUES's order (Annotation.feedback_issues
+# in SQL; tests/test_api_annotations.py holds the two to each other).
+ISSUES_SQL = "array_remove(ARRAY[{}]::text[], NULL)".format(", ".join(
+    f"CASE WHEN {condition} THEN '{issue}' END" for issue in FEEDBACK_ISSUES
+    if (condition := _reported_sql(issue)) is not None))
+# A field the update does not carry keeps its value: `:sets_<field>` says which it carries.
+_MERGE = ",\n    ".join(f"{name} = CASE WHEN :sets_{name} THEN excluded.{name} ELSE a.{name} END" for name in FIELDS)
+_VALUES = ", ".join("CAST(:quality_issues AS text[])" if name == "quality_issues" else f":{name}" for name in FIELDS)
+WRITE = text(f"""WITH c AS (
+    SELECT c.sid, c.account_sid FROM calls c WHERE c.sid = :call_sid AND {_FAMILY} FOR NO KEY UPDATE OF c),
+a AS (INSERT INTO call_annotations AS a (call_sid, account_sid, {", ".join(FIELDS)})
+    SELECT c.sid, c.account_sid, {_VALUES} FROM c
+    ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid,
+    {_MERGE},
+    date_updated = now()
+    RETURNING a.account_sid, {_ANNOTATION}, {ISSUES_SQL} AS issues),
+-- The Feedback endpoint's upsert (api/feedback.py, UPSERT_FEEDBACK), the score and issues the annotation's.
+entry AS (INSERT INTO call_feedback AS f (call_sid, account_sid, quality_score, issues)
+    SELECT :call_sid, a.account_sid, a.call_score, a.issues FROM a WHERE a.call_score IS NOT NULL
+    ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid, quality_score = excluded.quality_score,
+    issues = excluded.issues, date_updated = now()
+    RETURNING 1)
+SELECT account_sid, {", ".join(FIELDS)} FROM a""").columns(*_COLUMNS)
+REMOVE_ENTRY = text("DELETE FROM call_feedback WHERE call_sid = :call_sid")
 # A call Twilio has not told us of yet: recorded from the update, as a Feedback post records one
 # (api/feedback.py), under the credentials' account, for a status callback or a sync to confirm.
 RECORD_PROVISIONAL = text("INSERT INTO calls (sid, account_sid, start_time, provisional) "
                           "VALUES (:call_sid, :caller, now(), true) ON CONFLICT (sid) DO NOTHING RETURNING account_sid")
 
-_WRITE = f"""INSERT INTO call_annotations AS a (call_sid, account_sid, {", ".join(FIELDS)})
-VALUES (:call_sid, :account_sid, :answered_by, :connectivity_issue, CAST(:quality_issues AS text[]), :spam,
-        :call_score, :comment, :incident)
-ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid,
-    {", ".join(f"{name} = excluded.{name}" for name in FIELDS)}, date_updated = now()"""
-# The Feedback endpoint's upsert (api/feedback.py, UPSERT_FEEDBACK), the score and issues the annotation's.
-UPSERT_ENTRY = """INSERT INTO call_feedback AS f (call_sid, account_sid, quality_score, issues)
-VALUES (:call_sid, :account_sid, :call_score, CAST(:issues AS text[]))
-ON CONFLICT (call_sid) DO UPDATE SET account_sid = excluded.account_sid, quality_score = excluded.quality_score,
-    issues = excluded.issues, date_updated = now()"""
-REMOVE_ENTRY = "DELETE FROM call_feedback WHERE call_sid = :call_sid"
-# By what the update does to the entry.
-WRITE = {"write": text(f"WITH entry AS ({UPSERT_ENTRY}\nRETURNING 1)\n{_WRITE}"),
-         "remove": text(f"WITH entry AS ({REMOVE_ENTRY} RETURNING 1)\n{_WRITE}"),
-         "keep": text(_WRITE)}
+
+def clears_score(update: dict[str, object]) -> bool:
+    """CallScore sent empty: the update removes the call's feedback entry, whoever wrote it."""
+    return "call_score" in update and update["call_score"] is None
 
 
-def entry_change(update: dict, after: Annotation) -> str:
-    """"write" when the annotation has a score after the update; "remove" when the update cleared it
-    (CallScore sent empty); else "keep" the entry as it is (a Feedback post's, or none)."""
-    if after.call_score is not None:
-        return "write"
-    return "remove" if "call_score" in update else "keep"
+def write(connection: Connection, caller_sid: str, call_sid: str,
+          update: dict[str, object]) -> tuple[str, Annotation] | None:
+    """WRITE: `update` (field -> value, the fields the request carried, checked) merged into the
+    annotation of a known call of the caller or its subaccounts, and the entry written if it has a
+    score. The call's account and the annotation as it now is; None for any other call. Whole on
+    its own (an autocommit statement) unless the update clears the score: then annotate()."""
+    values = {"call_sid": call_sid, "caller": caller_sid}
+    for name in FIELDS:
+        value = update.get(name)
+        values[name], values[f"sets_{name}"] = list(value) if name == "quality_issues" and value else value, name in update
+    found = connection.execute(WRITE, values).first()
+    return (found[0], Annotation.from_row(found[1:])) if found is not None else None
 
 
 def annotate(connection: Connection, caller_sid: str, call_sid: str,
              update: dict[str, object]) -> tuple[str, Annotation] | None:
-    """Apply `update` (field -> value, the fields the request carried, checked) to the call's
-    annotation, and the SPEC's rule to its feedback entry, in the connection's transaction (the
-    caller commits). The call's account and the annotation as it now is; None when the call is
-    neither the caller's nor its subaccounts' (a call not known yet is recorded as the caller's)."""
-    keys = {"call_sid": call_sid, "caller": caller_sid}
-    account_sid = connection.execute(LOCK, keys).scalar()
-    if account_sid is None:
-        recorded = connection.execute(RECORD_PROVISIONAL, keys).scalar()
-        if recorded is not None:  # a call recorded just now has no annotation yet
-            return _write(connection, call_sid, recorded, Annotation(), update)
-        # Not recorded: the call is another account's, or one of the family recorded it meanwhile.
-        account_sid = connection.execute(LOCK, keys).scalar()
-        if account_sid is None:
+    """The whole update, in the connection's transaction (the caller commits): WRITE; a call not
+    known yet recorded as the caller's first; the entry removed after it when the score is cleared.
+    None when the call is another account's (not the caller's nor its subaccounts')."""
+    annotated = write(connection, caller_sid, call_sid, update)
+    if annotated is None:
+        # Not recorded when the call is another account's, or one of the family recorded it meanwhile.
+        connection.execute(RECORD_PROVISIONAL, {"call_sid": call_sid, "caller": caller_sid})
+        annotated = write(connection, caller_sid, call_sid, update)
+        if annotated is None:
             return None
-    stored = connection.execute(ANNOTATION, keys).first()
-    return _write(connection, call_sid, account_sid, Annotation.from_row(stored) if stored else Annotation(), update)
-
-
-def _write(connection: Connection, call_sid: str, account_sid: str, before: Annotation,
-           update: dict[str, object]) -> tuple[str, Annotation]:
-    after = replace(before, **update)
-    values = dict(zip(FIELDS, astuple(after)), call_sid=call_sid, account_sid=account_sid,
-                  issues=after.feedback_issues())
-    values["quality_issues"] = list(after.quality_issues) if after.quality_issues is not None else None
-    connection.execute(WRITE[entry_change(update, after)], values)
-    return account_sid, after
+    if clears_score(update):
+        connection.execute(REMOVE_ENTRY, {"call_sid": call_sid})
+    return annotated
 
 
 def read(connection: Connection, caller_sid: str, call_sid: str) -> tuple[str, Annotation] | None:
