@@ -90,8 +90,8 @@ def annotation_updates(engine: Engine, data: Dataset, work: Path, seconds: int) 
     with Session(engine) as session:
         sids = list(session.scalars(select(Call.sid).where(Call.account_sid == account.sid)))
     results = _three(work, seconds, "annotation", "/", lambda base: _annotation_script(work, account, sids))
-    return _row("annotation updates per second (auth, call lock, read, annotation and entry written) under gunicorn, "
-                f"{WEB_WORKERS} processes", results)
+    return _row("annotation updates per second (auth; one statement: call locked, annotation merged, entry written) "
+                f"under gunicorn, {WEB_WORKERS} processes", results)
 
 
 def creates(engine: Engine, data: Dataset, work: Path, seconds: int) -> Row:

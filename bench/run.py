@@ -59,6 +59,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         broker = settings.redis_url
     upgrade(url)
+    if not settings.auth_token_keys:  # given DATABASE_URL below, every process needs the keys, as `summaries up`'s
+        from shared.accounts.secrets import keys_setting
+
+        os.environ["AUTH_TOKEN_KEYS"] = keys_setting()  # the data directory's key
     os.environ.update(DATABASE_URL=url, REDIS_URL=broker)  # for the processes the bench starts
     # The limiters still run (their Redis call is part of every create, post and update) but must not
     # stop the load: the feedback one (200/second by default) answered most of the posts with 429.
