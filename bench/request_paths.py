@@ -50,7 +50,8 @@ def _annotation_script(work: Path, account, call_sids: list[str]) -> Path:
         "function request()\n"
         "  local path = '/v1/Voice/' .. sids[math.random(#sids)] .. '/Annotation'\n"
         "  local score = math.random(5)\n"
-        "  local body = 'CallScore=' .. score .. '&QualityIssues=' .. (score < 3 and 'latency,echo' or 'no_quality_issue')\n"
+        "  local issues = score < 3 and 'latency,echo' or 'no_quality_issue'\n"
+        "  local body = 'CallScore=' .. score .. '&QualityIssues=' .. issues\n"
         "  return wrk.format('POST', path, headers, body)\n"
         "end\n")
     return script

@@ -127,10 +127,10 @@ def write(connection: Connection, caller_sid: str, call_sid: str,
     annotation of a known call of the caller or its subaccounts, and the entry written if it has a
     score. The call's account and the annotation as it now is; None for any other call. Whole on
     its own (an autocommit statement) unless the update clears the score: then annotate()."""
-    values = {"call_sid": call_sid, "caller": caller_sid}
-    for name in FIELDS:
-        value = update.get(name)
-        values[name], values[f"sets_{name}"] = list(value) if name == "quality_issues" and value else value, name in update
+    values = {"call_sid": call_sid, "caller": caller_sid, **{f"sets_{name}": name in update for name in FIELDS},
+              **{name: update.get(name) for name in FIELDS}}
+    if values["quality_issues"] is not None:
+        values["quality_issues"] = list(values["quality_issues"])  # a PostgreSQL array
     found = connection.execute(WRITE, values).first()
     return (found[0], Annotation.from_row(found[1:])) if found is not None else None
 
