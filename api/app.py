@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import feedback, health, summaries, voice_status
+from api import annotations, feedback, health, summaries, voice_status
 from api.auth import authenticate, authorize
 from api.errors import ApiError, BadRequest, DatabaseTimedOut, InternalError, ServiceUnavailable
 from api.http import FORM_TYPE, Request, Response, deadline, parse_form, read_body
@@ -90,6 +90,8 @@ def build_router(metrics_elsewhere: bool = False) -> Router:
     router.add(f"{API_PREFIX}/FeedbackSummary.json", POST=summaries.create)
     router.add(f"{API_PREFIX}/FeedbackSummary/{{Sid}}.json", GET=summaries.fetch, DELETE=summaries.delete)
     router.add(f"{API_PREFIX}/{{CallSid}}/Feedback.json", GET=feedback.fetch, POST=feedback.update)
+    # Voice Insights call annotations: the account is the credentials' (no AccountSid in the path).
+    router.add("/v1/Voice/{CallSid}/Annotation", GET=annotations.fetch, POST=annotations.update)
     # Twilio's call status callbacks: signed with the account's token instead of Basic auth.
     router.add("/twilio/voice/status", authenticated=False, POST=voice_status.ingest)
     router.add("/healthz", authenticated=False, GET=health.healthz)
@@ -188,7 +190,9 @@ class App:
                 request.form = _form(body, environ, settings)
                 return handler(request, **params)
             request.caller = caller = authenticate(request, environ.get("HTTP_AUTHORIZATION"))
-            account = authorize(request, caller, params.pop("AccountSid"), path)
+            # A path without an account (the Insights API's) acts as the credentials' account.
+            account_sid = params.pop("AccountSid", None)
+            account = authorize(request, caller, account_sid, path) if account_sid is not None else caller
             logs.add(account_sid=account.sid)
             request.form = _form(body, environ, settings)
             return handler(request, account, **params)

@@ -56,8 +56,13 @@ _FOLLOW = """UPDATE call_feedback f SET account_sid = :account
     WHERE (f.call_sid, f.account_sid) = (
         SELECT c.sid, c.account_sid FROM calls c JOIN accounts sender ON sender.parent_sid = c.account_sid
         WHERE c.sid = :sid AND c.provisional AND sender.sid = :account FOR UPDATE OF c)"""
-_FOLLOWED = "followed AS (SELECT count(*) FROM follow)"
-RECORD_CALL = text(f"WITH follow AS ({_FOLLOW}\n    RETURNING 1),\n{_FOLLOWED}\n{_UPSERT}")
+# The call's annotation (shared/calls/annotations.py) moves with it the same way, by the same test.
+_FOLLOW_ANNOTATION = _FOLLOW.replace("UPDATE call_feedback f", "UPDATE call_annotations f")
+# MATERIALIZED, so that both run before the insert reads its one row: inlined, the count nobody reads
+# was never computed (PostgreSQL 18), and the follows ran after the move had dropped what they carry.
+_FOLLOWED = "followed AS MATERIALIZED (SELECT count(*) FROM (TABLE follow UNION ALL TABLE follow_annotation) moved)"
+RECORD_CALL = text(f"WITH follow AS ({_FOLLOW}\n    RETURNING 1),\nfollow_annotation AS ({_FOLLOW_ANNOTATION}\n"
+                   f"    RETURNING 1),\n{_FOLLOWED}\n{_UPSERT}")
 # The same, made only while the token that signed the request is still one of the account's
 # (compared by ciphertext: a rotated token has a new one), in one statement; the count says whether
 # it was. Lets a process check signatures with the tokens it read for an earlier request of the
@@ -66,7 +71,9 @@ RECORD_CALL = text(f"WITH follow AS ({_FOLLOW}\n    RETURNING 1),\n{_FOLLOWED}\n
 RECORD_CALL_IF_SIGNED = text(
     "WITH signer AS (SELECT 1 FROM accounts WHERE sid = :account"
     " AND (auth_token_encrypted = :ciphertext OR secondary_token_encrypted = :ciphertext)),\n"
-    f"follow AS ({_FOLLOW}\n    AND EXISTS (SELECT 1 FROM signer)\n    RETURNING 1),\n{_FOLLOWED},\n"
+    f"follow AS ({_FOLLOW}\n    AND EXISTS (SELECT 1 FROM signer)\n    RETURNING 1),\n"
+    f"follow_annotation AS ({_FOLLOW_ANNOTATION}\n    AND EXISTS (SELECT 1 FROM signer)\n    RETURNING 1),\n"
+    f"{_FOLLOWED},\n"
     "recorded AS (" + _UPSERT.replace("FROM followed", "FROM followed, signer") + "RETURNING 1)\n"
     "SELECT count(*) FROM signer").columns(column("count", Integer))
 assert "FROM followed, signer\nON CONFLICT" in RECORD_CALL_IF_SIGNED.element.text

@@ -1,7 +1,8 @@
 """The baseline for the HTTP rows of issue 13: the API's three hottest requests written by hand, with
 psycopg and no framework, doing the same SQL: the auth lookup by primary key, the write, the commit
 (and, for a create, the Celery message with its in-flight marker, as the API sends it). No
-validation beyond what the SQL needs, no metrics, no logs, no rate limit, no ORM.
+validation beyond what the SQL needs, no metrics, no logs, no rate limit, no ORM. And issue 24's
+annotation update: the API's own statement (shared/calls/annotations.py, WRITE), then the commit.
 
 Under the same gunicorn (gevent workers) and load as the API; psycopg is imported lazily, after
 the worker patched the standard library, like the API's (api/gunicorn_conf.py).
@@ -15,8 +16,11 @@ import hmac
 import json
 import os
 import queue
+import re
 import secrets
 from urllib.parse import parse_qs
+
+from shared.calls import annotations as statements
 
 _pool: queue.Queue | None = None
 POOL_SIZE = 10  # the API's SQLAlchemy pool size per process
@@ -32,6 +36,15 @@ RECORD_CALL = """INSERT INTO calls AS c (sid, account_sid, start_time) VALUES (%
 ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, provisional = false,
     start_time = CASE WHEN c.provisional THEN excluded.start_time ELSE least(c.start_time, excluded.start_time) END
 WHERE c.provisional OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)"""
+
+
+
+def _psycopg(clause) -> str:
+    """An SQLAlchemy text() statement's SQL with psycopg's named placeholders: the very statement."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", getattr(clause, "element", clause).text)
+
+
+ANNOTATION_WRITE = _psycopg(statements.WRITE)
 
 
 def _connection():
@@ -70,6 +83,19 @@ def _feedback(cursor, environ, form, path: list[str]):
     return "200 OK", dict(zip(("sid", "quality_score", "issues", "date_created", "date_updated"), row))
 
 
+def _annotation(cursor, environ, form, path: list[str]):
+    account = _account(cursor, environ)
+    if account is None:
+        return "401 Unauthorized", None
+    update = {"call_score": int(form["CallScore"][0]), "quality_issues": form["QualityIssues"][0].split(",")}
+    values = {"call_sid": path[3], "caller": account, **{name: update.get(name) for name in statements.FIELDS},
+              **{f"sets_{name}": name in update for name in statements.FIELDS}}
+    row = cursor.execute(ANNOTATION_WRITE, values).fetchone()
+    if row is None:
+        return "404 Not Found", None
+    return "200 OK", {"call_sid": path[3], **dict(zip(("account_sid", *statements.FIELDS), row))}
+
+
 def _create(cursor, environ, form, path: list[str]):
     account = _account(cursor, environ)
     if account is None:
@@ -97,7 +123,8 @@ def application(environ, start_response):
     length = int(environ.get("CONTENT_LENGTH") or 0)
     form = parse_qs(environ["wsgi.input"].read(length).decode())
     path = environ["PATH_INFO"].split("/")
-    handler = (_status_callback if path[1] == "twilio" else _feedback if path[-1] == "Feedback.json" else _create)
+    handler = (_status_callback if path[1] == "twilio" else _annotation if path[1] == "v1" else
+               _feedback if path[-1] == "Feedback.json" else _create)
     connection = _connection()
     try:
         with connection.cursor() as cursor:

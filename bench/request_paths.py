@@ -1,7 +1,7 @@
 """The HTTP rows of issue 13: feedback POSTs, summary creates and voice status callbacks per second
 under gunicorn (2 gevent processes, wrk -c16), each through the API, the minimal hand-written
 psycopg app doing the same SQL (bench/minimal_wsgi.py) and the bare app that does nothing
-(bench/bare_wsgi.py), side by side in one run."""
+(bench/bare_wsgi.py), side by side in one run; and issue 24's annotation updates the same way."""
 
 from __future__ import annotations
 
@@ -38,6 +38,25 @@ def _feedback_script(work: Path, account, call_sids: list[str]) -> Path:
     return script
 
 
+def _annotation_script(work: Path, account, call_sids: list[str]) -> Path:
+    """An annotation update of a random call of the account: a score and quality issues each time (so
+    each writes the call's feedback entry too), the low scores with issues that map to feedback issues."""
+    auth = base64.b64encode(f"{account.sid}:{account.auth_token}".encode()).decode()
+    script = work / "annotation.lua"
+    script.write_text(
+        f"local sids = {{{', '.join(repr(s) for s in call_sids)}}}\n"
+        "local headers = {['Content-Type'] = 'application/x-www-form-urlencoded', "
+        f"['Authorization'] = 'Basic {auth}'}}\n"
+        "function request()\n"
+        "  local path = '/v1/Voice/' .. sids[math.random(#sids)] .. '/Annotation'\n"
+        "  local score = math.random(5)\n"
+        "  local issues = score < 3 and 'latency,echo' or 'no_quality_issue'\n"
+        "  local body = 'CallScore=' .. score .. '&QualityIssues=' .. issues\n"
+        "  return wrk.format('POST', path, headers, body)\n"
+        "end\n")
+    return script
+
+
 def _three(work: Path, seconds: int, name: str, path: str, make_script) -> dict[str, tuple[float, int]]:
     results = {}
     for label, app in APPS:
@@ -65,6 +84,15 @@ def feedback_posts(engine: Engine, data: Dataset, work: Path, seconds: int) -> R
     results = _three(work, seconds, "feedback", "/", lambda base: _feedback_script(work, account, sids))
     return _row(f"feedback POSTs per second (auth, call lookup, upsert) under gunicorn, {WEB_WORKERS} processes",
                 results)
+
+
+def annotation_updates(engine: Engine, data: Dataset, work: Path, seconds: int) -> Row:
+    account = data.small[2]  # the feedback row's account: both write the entries of its calls
+    with Session(engine) as session:
+        sids = list(session.scalars(select(Call.sid).where(Call.account_sid == account.sid)))
+    results = _three(work, seconds, "annotation", "/", lambda base: _annotation_script(work, account, sids))
+    return _row("annotation updates per second (auth; one statement: call locked, annotation merged, entry written) "
+                f"under gunicorn, {WEB_WORKERS} processes", results)
 
 
 def creates(engine: Engine, data: Dataset, work: Path, seconds: int) -> Row:

@@ -25,7 +25,7 @@ SIZES = {  # big account's calls, small accounts, seconds of load, summaries and
 
 
 ROWS = ("sql", "creates", "summaries", "latency", "callbacks", "import", "memory", "feedback-writes",
-        "call-ingest", "http-feedback", "http-creates", "http-status")
+        "call-ingest", "http-feedback", "http-annotations", "http-creates", "http-status")
 
 
 def table(rows: list[figures.Row]) -> str:
@@ -59,9 +59,15 @@ def main(args: argparse.Namespace) -> int:
     else:
         broker = settings.redis_url
     upgrade(url)
+    if not settings.auth_token_keys:  # given DATABASE_URL below, every process needs the keys, as `summaries up`'s
+        from shared.accounts.secrets import keys_setting
+
+        os.environ["AUTH_TOKEN_KEYS"] = keys_setting()  # the data directory's key
     os.environ.update(DATABASE_URL=url, REDIS_URL=broker)  # for the processes the bench starts
-    # The limiter still runs (its Redis call is part of every create) but must not stop the load.
+    # The limiters still run (their Redis call is part of every create, post and update) but must not
+    # stop the load: the feedback one (200/second by default) answered most of the posts with 429.
     os.environ["CREATE_RATE_LIMIT"] = "1000000/second"
+    os.environ["FEEDBACK_RATE_LIMIT"] = "1000000/second"
     get_settings.cache_clear()
     queue.get_redis.cache_clear()
     queue.get_celery.cache_clear()
@@ -102,7 +108,8 @@ def _measure(args: argparse.Namespace, size: dict, url: str) -> int:
                                              size["big_calls"] // 10))
     measure("feedback-writes", lambda: contention.feedback_writes(engine, url, work, size["seconds"]))
     measure("call-ingest", lambda: contention.call_ingest(engine, url, work, size["seconds"]))
-    for name, run in (("http-feedback", request_paths.feedback_posts), ("http-creates", request_paths.creates),
+    for name, run in (("http-feedback", request_paths.feedback_posts),
+                      ("http-annotations", request_paths.annotation_updates), ("http-creates", request_paths.creates),
                       ("http-status", request_paths.status_callbacks)):
         measure(name, lambda: run(engine, data, work, size["seconds"]))
     report = (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; "

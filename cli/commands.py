@@ -144,7 +144,7 @@ def _import(args: argparse.Namespace, load) -> None:
     print(f"{count} rows loaded from {args.file}")
 
 
-def calls(args: argparse.Namespace) -> None:
+def calls(args: argparse.Namespace) -> int | None:
     if args.action == "sync":
         from cli.sync import sync
 
@@ -153,7 +153,22 @@ def calls(args: argparse.Namespace) -> None:
     if args.action == "provisional":
         _provisional(args)
         return
+    if args.action == "show":
+        return _show_calls(args)
     _import(args, import_calls)
+
+
+def _show_calls(args: argparse.Namespace) -> int:
+    from cli.call_details import describe, lines
+
+    with get_engine().connect() as connection:
+        found = {sid: describe(connection, sid) for sid in args.sids}
+    if args.json:
+        print_json(found)
+    else:
+        for sid, details in found.items():
+            print("\n".join(lines(details)) if details else f"{safe(sid)}: no such call")
+    return 0 if all(found.values()) else 1
 
 
 def _provisional(args: argparse.Namespace) -> None:

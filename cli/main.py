@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
                               help="remove these provisional calls, with their feedback, instead of listing")
             held.add_argument("--limit", type=int, default=100)
             held.add_argument("--json", action="store_true")
+            shown = group.add_parser("show", help="a call, its feedback entry and its annotation: what the summaries "
+                                                   "count for it, and why")
+            shown.add_argument("sids", nargs="+", metavar="CA...")
+            shown.add_argument("--json", action="store_true")
 
     status = commands.add_parser("status", help="queues, summaries by status, deliveries, workers")
     status.add_argument("--json", action="store_true")

@@ -40,6 +40,12 @@ FEEDBACK_ISSUES = (
     "unsolicited-call",
 )
 _ISSUES_SQL = ",".join(f"'{issue}'" for issue in FEEDBACK_ISSUES)
+# Voice Insights call annotations, as Twilio's reference lists their values (its `unknown_*` values
+# are what Twilio answers for a value newer than the schema, not something to send).
+ANSWERED_BY = ("human", "machine")
+CONNECTIVITY_ISSUES = ("no_connectivity_issue", "invalid_number", "caller_id", "dropped_call", "number_reachability")
+QUALITY_ISSUES = ("no_quality_issue", "low_volume", "choppy_robotic", "echo", "dtmf", "latency", "owa", "static_noise")
+ANNOTATION_TEXT_MAX_CHARS = 100  # Comment, Incident
 _STATUSES_SQL = ",".join(f"'{status.value}'" for status in SummaryStatus)
 
 Sid = String(34)
@@ -130,6 +136,38 @@ class CallFeedback(Base):
     account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid"))
     quality_score: Mapped[int] = mapped_column(SmallInteger)
     issues: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    date_updated: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ",".join(f"'{value}'" for value in values)
+
+
+class CallAnnotation(Base):
+    """A call's Voice Insights annotation, one per call (migration 0011). With a call_score it is also
+    the call's feedback entry, written in the same transaction (shared/calls/annotations.py)."""
+
+    __tablename__ = "call_annotations"
+    __table_args__ = (
+        CheckConstraint(f"answered_by IN ({_sql_list(ANSWERED_BY)})", name="known_answered_by"),
+        CheckConstraint(f"connectivity_issue IN ({_sql_list(CONNECTIVITY_ISSUES)})", name="known_connectivity_issue"),
+        CheckConstraint(f"quality_issues <@ ARRAY[{_sql_list(QUALITY_ISSUES)}]::text[]", name="known_quality_issues"),
+        CheckConstraint("call_score BETWEEN 1 AND 5", name="call_score_range"),
+        CheckConstraint(f"char_length(comment) <= {ANNOTATION_TEXT_MAX_CHARS}", name="comment_length"),
+        CheckConstraint(f"char_length(incident) <= {ANNOTATION_TEXT_MAX_CHARS}", name="incident_length"),
+    )
+
+    call_sid: Mapped[str] = mapped_column(Sid, ForeignKey("calls.sid", ondelete="CASCADE"), primary_key=True)
+    # The call's account, as for feedback: a move to another account drops it (0011's trigger).
+    account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid"))
+    answered_by: Mapped[str | None] = mapped_column(String(16))
+    connectivity_issue: Mapped[str | None] = mapped_column(String(32))
+    quality_issues: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    spam: Mapped[bool | None]
+    call_score: Mapped[int | None] = mapped_column(SmallInteger)
+    comment: Mapped[str | None] = mapped_column(Text)
+    incident: Mapped[str | None] = mapped_column(Text)
     date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     date_updated: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 

@@ -36,6 +36,8 @@ def test_a_non_ascii_or_non_utf8_authorization_header_is_401(client, engine, red
     lambda a: summaries_path(a.sid, "\x00"),
     lambda a: feedback_path(a.sid, "CA\x00" + "0" * 31),
     lambda a: feedback_path(a.sid, "\x00"),
+    lambda a: "/v1/Voice/CA\x00" + "0" * 31 + "/Annotation",
+    lambda a: "/v1/Voice/\x00/Annotation",
     lambda a: f"/2010-04-01/Accounts/{a.sid}\x00/Calls/FeedbackSummary.json",
 ])
 @pytest.mark.parametrize("method", ["GET", "DELETE", "POST"])
@@ -53,6 +55,7 @@ def test_head_is_answered_wherever_get_is_with_the_same_headers_and_no_body(clie
     created = client.post(summaries_path(account.sid), form=FORM, auth=auth(account)).json["sid"]
     for path, authorization in ((summaries_path(account.sid, created), auth(account)),
                                 (feedback_path(account.sid, call_sid), auth(account)),
+                                (f"/v1/Voice/{call_sid}/Annotation", auth(account)),
                                 ("/healthz", None), ("/openapi.json", None)):
         got, head = client.get(path, auth=authorization), client.request("HEAD", path, auth=authorization)
         assert head.status == got.status == 200 and head.body == b""

@@ -50,7 +50,7 @@ def _authorize(case, owner) -> None:
 def test_every_operation_survives_generated_requests(app, owner, engine, mode):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 10
 
     for operation in operations:
         @FUZZ

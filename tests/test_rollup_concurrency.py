@@ -1,8 +1,11 @@
-"""Many writers to one account at once (issue 13): feedback posted and replaced, calls streamed in
-by the status callback, feedback imported over existing entries, feedback and calls deleted, calls
-moved to another account (0006 drops their feedback), while two folders fold the deltas in small
-batches. Summaries read mid-way (in one snapshot) and at the end equal the direct aggregates and
-the independent reference, to the last digit; after a last fold nothing is pending."""
+"""Many writers to one account at once (issue 13): feedback posted and replaced, call annotations
+updated (scored, cleared, unscored: issue 24), calls streamed in by the status callback, feedback
+imported over existing entries, feedback and calls deleted, calls moved to another account (0006
+drops their feedback, 0011 their annotation), while two folders fold the deltas in small batches.
+Summaries read mid-way (in one snapshot) and at the end equal the direct aggregates and the
+independent reference, to the last digit; after a last fold nothing is pending. And Feedback posts
+racing annotation updates of the same few calls leave each call's entry as the last to commit
+wrote it."""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from sqlalchemy import delete, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from api.feedback import upsert_feedback
+from api.feedback import UPSERT_OWN_CALL_FEEDBACK, upsert_feedback
 from api.voice_status import RECORD_CALL
 from cli.imports import ImportFailed, import_feedback
 from shared.accounts.sids import CALL, new_sid
+from shared.calls.annotations import Annotation, annotate, clears_score
 from shared.models import FEEDBACK_ISSUES, Call
 from tests.reference import AGGREGATE_FIELDS, expected_for
 from tests.support import make_account, make_calls
@@ -36,13 +40,30 @@ def _now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+def _annotation_update(rng: random.Random) -> dict:
+    """What an annotation update may carry (as api/annotations.py parses it): a score, often; a clear
+    of it, sometimes; issues that map to feedback issues, and values that map to none."""
+    update = {"call_score": rng.choice((1, 2, 3, 4, 5, 2, None))} if rng.random() < 0.8 else {}
+    if rng.random() < 0.5:
+        update["quality_issues"] = tuple(rng.sample(("latency", "dtmf", "owa", "echo", "low_volume"), rng.randint(1, 2)))
+    if rng.random() < 0.3:
+        update["connectivity_issue"] = rng.choice(("dropped_call", "caller_id", "invalid_number", None))
+    if rng.random() < 0.3:
+        update["spam"] = rng.choice((True, False, None))
+    if rng.random() < 0.2:
+        update["comment"] = "concurrent"
+    return update
+
+
 def _operation(session: Session, rng: random.Random, sids: list[str], accounts: dict) -> None:
     sid = rng.choice(sids)
     kind = rng.random()
-    if kind < 0.55:  # the Feedback endpoint's upsert: a new entry or a replacement
+    if kind < 0.40:  # the Feedback endpoint's upsert: a new entry or a replacement
         call = session.get(Call, sid)
         if call is not None:
             upsert_feedback(session, call, rng.randint(1, 5), rng.sample(FEEDBACK_ISSUES, rng.randint(0, 2)))
+    elif kind < 0.55:  # an annotation update by the parent's credentials (a deleted call comes back provisional)
+        annotate(session.connection(), accounts["parent"].sid, sid, _annotation_update(rng))
     elif kind < 0.70:  # the voice status ingest: a new call, or Twilio's word on a known one
         fresh = new_sid(CALL) if rng.random() < 0.7 else sid
         session.execute(RECORD_CALL, {"sid": fresh, "account": accounts["parent"].sid,
@@ -133,3 +154,75 @@ def test_many_writers_to_one_account_leave_every_summary_exact(engine):
         expected = [{k: v for k, v in expected_for(engine, parent.sid, include, start, end).items()
                      if k in AGGREGATE_FIELDS} for include in (False, True) for start, end in days]
         assert got[0::2] == expected
+
+
+RACED_CALLS, RACERS, RACES_PER_RACER = 4, 8, 60
+
+
+def _race(engine, seed: int, account_sid: str, sids: list[str], done: list, errors: list) -> None:
+    """Feedback posts (the endpoint's own statement, which holds the call FOR SHARE) and annotation
+    updates of a few calls, each noting where it committed: a sequence value taken just before its
+    commit, while it still holds what orders it against the others of its call."""
+    rng = random.Random(seed)
+    for _ in range(RACES_PER_RACER):
+        sid = rng.choice(sids)
+        try:
+            with engine.begin() as connection:
+                if rng.random() < 0.4:
+                    score, issues = rng.randint(1, 5), rng.sample(FEEDBACK_ISSUES, rng.randint(0, 2))
+                    assert connection.execute(UPSERT_OWN_CALL_FEEDBACK, {
+                        "call_sid": sid, "account_sid": account_sid, "quality_score": score, "issues": issues}).first()
+                    write = ("post", score, frozenset(issues))
+                else:
+                    update = _annotation_update(rng)
+                    assert annotate(connection, account_sid, sid, update) is not None
+                    write = ("annotation", update)
+                order = connection.execute(text("SELECT nextval('raced_writes')")).scalar()
+            done.append((order, sid, write))
+        except Exception as error:  # noqa: BLE001 (reported by the test, not lost in the thread)
+            errors.append(error)
+
+
+def test_feedback_posts_racing_annotation_updates_leave_the_last_committed_write(engine):
+    """SPEC, Call Annotations: a call has one entry; a post and an update after which the annotation
+    has a score both write it, the later write sets its score and issues, and an update that clears
+    the score removes it, whatever the order and concurrency. Replayed in commit order, the writes
+    must give every call's entry and annotation exactly as they are."""
+    account = make_account(engine)
+    sids = make_calls(engine, account, [_now()] * RACED_CALLS)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SEQUENCE IF EXISTS raced_writes; CREATE SEQUENCE raced_writes"))
+    done, errors = [], []
+    racers = [threading.Thread(target=_race, args=(engine, seed, account.sid, sids, done, errors))
+              for seed in range(RACERS)]
+    for thread in racers:
+        thread.start()
+    for thread in racers:
+        thread.join(DEADLINE_S)
+    assert not errors and len(done) == RACERS * RACES_PER_RACER
+
+    entries = {sid: None for sid in sids}
+    notes = {sid: Annotation() for sid in sids}
+    for _, sid, write in sorted(done, key=lambda item: item[0]):
+        if write[0] == "post":
+            entries[sid] = write[1:]
+            continue
+        notes[sid] = Annotation(**{**notes[sid].__dict__, **write[1]})
+        if notes[sid].call_score is not None:
+            entries[sid] = (notes[sid].call_score, frozenset(notes[sid].feedback_issues()))
+        elif clears_score(write[1]):
+            entries[sid] = None
+    with engine.connect() as connection:
+        stored = {sid: None for sid in sids} | {sid: (score, frozenset(issues)) for sid, score, issues in connection.execute(
+            text("SELECT call_sid, quality_score, issues FROM call_feedback WHERE call_sid = ANY(:s)"), {"s": sids})}
+        annotated = {row[0]: Annotation.from_row(row[1:]) for row in connection.execute(text(
+            "SELECT call_sid, answered_by, connectivity_issue, quality_issues, spam, call_score, comment, incident "
+            "FROM call_annotations WHERE call_sid = ANY(:s)"), {"s": sids})}
+        connection.execute(text("DROP SEQUENCE raced_writes"))
+        connection.commit()
+    assert stored == entries
+    assert annotated == {sid: note for sid, note in notes.items() if sid in annotated} and set(annotated) == set(sids)
+    today = _now().date()
+    expected = {k: v for k, v in expected_for(engine, account.sid, False, today, today).items() if k in AGGREGATE_FIELDS}
+    with Session(engine) as session:
+        assert sql_summary(session, account.sid, False, today, today) == expected

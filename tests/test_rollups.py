@@ -1,5 +1,6 @@
 """The rollups stay exact through every write path: imports in several batches, feedback posted and
-replaced through the endpoint's upsert, feedback re-imported over existing entries, and calls
+replaced through the endpoint's upsert, feedback re-imported over existing entries, call
+annotations updated (scored, unscored, cleared: the entry kept, rewritten or removed), and calls
 deleted (their feedback going with them). After each random sequence, the rollup-based summary
 equals the direct aggregates and the independent computation, to the last digit."""
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.feedback import upsert_feedback
 from cli.imports import import_calls, import_feedback
 from shared.accounts.sids import CALL, new_sid
+from shared.calls.annotations import annotate
 from shared.models import FEEDBACK_ISSUES, Call
 from tests import direct_aggregates as aggregates
 from tests.reference import AGGREGATE_FIELDS, expected_for
@@ -38,6 +40,10 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("import feedback"), st.lists(st.tuples(st.integers(0, 10_000), scores, issue_sets, times),
                                                    min_size=1, max_size=8)),
     st.tuples(st.just("delete call"), st.integers(0, 10_000)),
+    st.tuples(st.just("annotate"), st.integers(0, 10_000), st.fixed_dictionaries({}, optional={
+        "call_score": st.none() | scores, "spam": st.none() | st.booleans(),
+        "quality_issues": st.none() | st.lists(st.sampled_from(("latency", "dtmf", "echo", "owa")), min_size=1,
+                                               unique=True).map(tuple)})),
 ), min_size=1, max_size=12)
 
 
@@ -63,6 +69,9 @@ def _apply(session: Session, accounts: dict, operation: tuple) -> None:
     elif kind == "post feedback":
         pick, score, issues = args
         upsert_feedback(session, session.get(Call, existing[pick % len(existing)]), score, issues)
+    elif kind == "annotate":  # by the parent's credentials, on its own calls and its subaccount's
+        pick, update = args
+        annotate(session.connection(), accounts["parent"].sid, existing[pick % len(existing)], update)
     elif kind == "import feedback":
         rows = {existing[pick % len(existing)]: (score, issues, t) for pick, score, issues, t in args[0]}
         csv = "call_sid,quality_score,issues,date_created\n" + "".join(
@@ -89,7 +98,7 @@ def test_rollups_stay_exact_through_every_write_path(engine, accounts, ops, incl
     finally:
         with engine.begin() as connection:
             connection.execute(text("TRUNCATE daily_calls, daily_feedback, calls_rollup_deltas, feedback_rollup_deltas, "
-                                    "call_feedback, calls"))
+                                    "call_annotations, call_feedback, calls"))
 
 
 def test_replacing_feedback_moves_its_old_values_out_of_the_rollup(engine, accounts):

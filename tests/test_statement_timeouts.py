@@ -124,6 +124,10 @@ BLOCKED = {
     "post feedback": ("call_feedback", lambda a, call, sid: (
         "POST", feedback_path(a.sid, call), {"form": {"QualityScore": "2", "Issue": "dropped-call"}})),
     "a call status callback": ("calls", lambda a, call, sid: _status_callback(a, new_sid(CALL))),
+    "update an annotation": ("call_annotations", lambda a, call, sid: (
+        "POST", f"/v1/Voice/{call}/Annotation", {"form": {"CallScore": "2", "QualityIssues": "echo"}})),
+    "clear an annotation's score": ("call_feedback", lambda a, call, sid: (
+        "POST", f"/v1/Voice/{call}/Annotation", {"form": {"CallScore": ""}})),
 }
 
 
