@@ -37,17 +37,30 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # moves with the call (FOLLOW, in the same statement: the move's trigger then finds it already the
 # new owner's and deletes nothing), where before it was dropped after having been answered 200.
 # Any other account's event (a sibling, a subaccount for its parent's call, an unrelated account)
-# takes nothing: a signature proves only that the sender holds its own token, not that Twilio sent
-# it. Such a call stays the poster's provisional call until `summaries calls sync` (Twilio's own
-# record) settles it or PROVISIONAL_CALL_GRACE_S ends it (shared/calls/provisional.py).
+# takes nothing at once: a signature proves only that the sender holds its own token, not that
+# Twilio sent it. Such a call stays the poster's provisional call, claimed by the sender (below),
+# until the poster's own event confirms it, `summaries calls sync` (Twilio's own record) settles it,
+# or PROVISIONAL_CALL_GRACE_S ends it and it goes to the claimant (shared/calls/provisional.py).
 # The insert reads FOLLOW (its count): an unreferenced data-modifying CTE runs after the main
 # statement, when the move's trigger would already have dropped the entry FOLLOW was to carry.
-_UPSERT = """INSERT INTO calls AS c (sid, account_sid, start_time) SELECT :sid, :account, :start FROM followed
-ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, provisional = false,
-    start_time = CASE WHEN c.provisional THEN excluded.start_time ELSE least(c.start_time, excluded.start_time) END
-WHERE (c.provisional AND (c.account_sid = excluded.account_sid OR EXISTS (
-          SELECT 1 FROM accounts sender WHERE sender.sid = excluded.account_sid AND sender.parent_sid = c.account_sid)))
-   OR (c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time)
+# IS NOT DISTINCT FROM: a sender without a parent gives NULL, which must read as false, not unknown.
+_MOVES = """c.provisional AND (c.account_sid = excluded.account_sid
+        OR c.account_sid IS NOT DISTINCT FROM (SELECT parent_sid FROM accounts WHERE sid = excluded.account_sid))"""
+_EARLIER = "NOT c.provisional AND c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time"
+# Another account's event on a call the poster holds as provisional takes nothing now, but is kept as
+# a claim (the first one): if nothing confirms the call for the poster within its grace, it goes to
+# the claimant (shared/calls/provisional.py), so a post under the wrong account, or a stranger's on a
+# call SID it learnt, cannot make the call's owner lose it.
+_CLAIMS = "c.provisional AND c.claimed_by IS NULL AND NOT (" + _MOVES + ")"
+_UPSERT = f"""INSERT INTO calls AS c (sid, account_sid, start_time) SELECT :sid, :account, :start FROM followed
+ON CONFLICT (sid) DO UPDATE SET
+    account_sid = CASE WHEN {_MOVES} THEN excluded.account_sid ELSE c.account_sid END,
+    start_time = CASE WHEN {_MOVES} OR {_EARLIER} THEN excluded.start_time ELSE c.start_time END,
+    claimed_by = CASE WHEN {_MOVES} THEN NULL WHEN {_CLAIMS} THEN excluded.account_sid ELSE c.claimed_by END,
+    claimed_start_time = CASE WHEN {_MOVES} THEN NULL WHEN {_CLAIMS} THEN excluded.start_time
+                              ELSE c.claimed_start_time END,
+    provisional = CASE WHEN {_MOVES} THEN false ELSE c.provisional END
+WHERE ({_MOVES}) OR ({_EARLIER}) OR ({_CLAIMS})
 """
 # The call's row is locked first (FOR UPDATE, in the sub-select), as a feedback post locks it (FOR
 # SHARE) before it writes the entry: the same order, so the two never deadlock. A call that is not

@@ -189,7 +189,7 @@ def _provisional(args: argparse.Namespace) -> None:
         held = provisional.listed(connection, grace_s, args.account, args.limit)
     if args.json:
         print_json([{"sid": call.sid, "account_sid": call.account_sid, "posted_at": call.posted_at.isoformat(),
-                     "quality_score": call.quality_score,
+                     "quality_score": call.quality_score, "claimed_by": call.claimed_by,
                      "expires_at": call.expires_at.isoformat() if call.expires_at else None} for call in held])
         return
     if not held:
@@ -198,6 +198,8 @@ def _provisional(args: argparse.Namespace) -> None:
     print(f"{'CALL':34}  {'ACCOUNT':34}  {'POSTED (UTC)':19}  SCORE  EXPIRES")
     for call in held:
         expires = call.expires_at.strftime("%Y-%m-%d %H:%M") if call.expires_at else "never: the account has no call source"
+        if call.claimed_by:
+            expires += f", then goes to {call.claimed_by}, whose status callback claimed it"
         print(f"{call.sid:34}  {call.account_sid:34}  {call.posted_at:%Y-%m-%d %H:%M:%S}  "
               f"{call.quality_score or '-':>5}  {expires}")
 

@@ -113,6 +113,10 @@ class Call(Base):
     # Known only from a feedback post so far (start_time: when it was posted); Twilio's status
     # callback or a sync confirms it, and may move it to the account Twilio says owns it (0006).
     provisional: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Another account whose signed status event named this provisional call, and the call's start
+    # by that event: the call goes to it if its grace ends unconfirmed (0012).
+    claimed_by: Mapped[str | None] = mapped_column(Sid, ForeignKey("accounts.sid", ondelete="SET NULL"))
+    claimed_start_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
 
 class CallFeedback(Base):

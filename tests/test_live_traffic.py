@@ -274,7 +274,12 @@ def test_no_other_move_inside_a_family_takes_a_call_or_drops_its_feedback(client
     assert post_event(client, event(family[sender], sid, "initiated", T0, 0), family[sender].auth_token).status == 204
     row = call_row(engine, sid)
     assert (row["account_sid"], row["provisional"]) == (family[poster].sid, True)
+    assert (row["claimed_by"], row["claimed_start_time"]) == (family[sender].sid, T0)  # kept as a claim
     assert client.get(feedback_path(family[poster].sid, sid), auth=auth_of(family[poster])).json["quality_score"] == 2
+    # The poster's own event confirms it, and the claim goes.
+    assert post_event(client, event(family[poster], sid, "initiated", T0, 0), family[poster].auth_token).status == 204
+    row = call_row(engine, sid)
+    assert (row["account_sid"], row["provisional"], row["claimed_by"]) == (family[poster].sid, False, None)
 
 
 def test_an_unrelated_accounts_signed_event_cannot_take_a_provisional_call(client, engine, account):

@@ -121,3 +121,31 @@ def test_feedback_posts_are_rate_limited_per_account_like_creates(engine, redis_
     with engine.connect() as connection:
         provisional_calls = connection.execute(text("SELECT count(*) FROM calls WHERE provisional")).scalar()
     assert provisional_calls == 4  # the refused ones recorded nothing
+
+
+def test_a_call_held_by_the_wrong_account_goes_to_the_one_whose_status_callback_claimed_it(client, engine):
+    """A posts feedback on B's call first (the wrong credentials, or a stranger who learnt the SID):
+    B's signed events took nothing, and when the grace ended the call was deleted, lost to B (found
+    by review). Now B's event is kept as a claim, and the call goes to B then; A's feedback goes."""
+    holder, owner = make_account(engine), make_account(engine)
+    make_calls(engine, holder, [dt.datetime(2024, 1, 2, tzinfo=UTC)])  # a call source: its calls expire
+    sid, started = new_sid(CALL), dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+    assert post_feedback(client, holder, sid).status == 200
+    for status, sequence in (("initiated", 0), ("completed", 1)):
+        assert post_event(client, event(owner, sid, status, started, sequence, CallDuration="0"),
+                          owner.auth_token).status == 204
+    row = call_row(engine, sid)
+    assert (row["account_sid"], row["provisional"], row["claimed_by"]) == (holder.sid, True, owner.sid)
+    with engine.connect() as connection:
+        (held,) = provisional.listed(connection, GRACE_S, holder.sid)
+    assert held.claimed_by == owner.sid and held.expires_at is not None
+    age(engine, sid, GRACE_S + 1)
+    with engine.begin() as connection:
+        assert provisional.hand_over(connection, GRACE_S) == [(sid, owner.sid)]
+    assert expire(engine) == []  # handed over, not deleted
+    row = call_row(engine, sid)
+    assert (row["account_sid"], row["provisional"], row["claimed_by"], row["start_time"]) == \
+        (owner.sid, False, None, started)
+    assert client.get(feedback_path(holder.sid, sid), auth=(holder.sid, holder.auth_token)).status == 404
+    today = dt.datetime.now(UTC).date()
+    assert summary_of(engine, owner, today - dt.timedelta(days=1), today)["call_count"] == 1

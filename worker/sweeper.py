@@ -85,14 +85,20 @@ def sweep() -> int:
 @app.task(name=EXPIRE_PROVISIONAL_CALLS, base=Task, ignore_result=True, transient_retries=0)
 def expire_provisional_calls() -> int:
     """Batch after batch, each its own transaction, until none is left past its grace."""
-    grace_s, removed = get_settings().provisional_call_grace_s, 0
-    while True:
-        with get_engine().begin() as connection:
-            batch = provisional.expire(connection, grace_s)
-        removed += len(batch)
-        if len(batch) < provisional.EXPIRY_BATCH:
-            break
+    grace_s, removed, handed = get_settings().provisional_call_grace_s, 0, 0
+    for settle in (provisional.hand_over, provisional.expire):
+        while True:
+            with get_engine().begin() as connection:
+                batch = settle(connection, grace_s)
+            if settle is provisional.hand_over:
+                handed += len(batch)
+            else:
+                removed += len(batch)
+            if len(batch) < provisional.EXPIRY_BATCH:
+                break
+    if handed:
+        log.warning("gave %d provisional calls to the accounts whose status callbacks claimed them", handed)
     if removed:
         log.warning("removed %d provisional calls (and their feedback) that no call source confirmed within %ds",
                     removed, grace_s)
-    return removed
+    return removed + handed
