@@ -49,6 +49,17 @@ def migrate(args: argparse.Namespace) -> None:
         raise CommandError(str(error)) from None
     except SQLAlchemyError as error:  # one line, as every command failure: its first line says what
         raise CommandError(error_line(error)) from None
+    from cli.migrate import not_contracts
+
+    stuck = not_contracts(deferred)
+    if stuck:
+        # This release's own revisions wait behind an earlier release's contract: its processes
+        # would run against a schema without them (a status callback needs 0012's columns). Failing
+        # here stops the deploy before any process is replaced; the running release is unharmed.
+        raise CommandError(f"{', '.join(stuck)} wait behind the contract revision(s) "
+                           f"{', '.join(r for r in deferred if r not in stuck)} of an earlier release, and this "
+                           "release needs them: once no process of the release before runs, run `summaries migrate "
+                           "--contract`, then deploy again")
     if deferred:
         print(f"migrations applied, except {', '.join(deferred)}: once no process of the previous release runs, "
               "apply them with `summaries migrate --contract`")

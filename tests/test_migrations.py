@@ -462,3 +462,20 @@ def test_a_fresh_database_migrates_without_waiting_for_a_lock(scratch, caplog):
         assert upgrade(url) == []
     assert "waited more than" not in caplog.text and time.monotonic() - started < 5
     assert current_revision(url) == HEAD
+
+
+def test_the_release_step_fails_while_this_releases_revisions_wait_behind_an_old_contract(scratch, settings_env,
+                                                                                          capsys):
+    """An install that never ran `--contract` after the release of 0009: this release's revisions
+    (0010 on) wait behind it, and its code needs them (a status callback writes 0012's columns). The
+    release step says so and fails, so the deploy stops before a process is replaced."""
+    from cli.main import main
+
+    url, _ = scratch
+    upgrade(url, "0008")
+    settings_env(DATABASE_URL=url)
+    assert main(["migrate"]) == 2
+    error = capsys.readouterr().err
+    assert f"{', '.join(WAITING[1:])} wait behind the contract revision(s) 0009" in error and "--contract" in error
+    assert current_revision(url) == "0008"
+    assert main(["migrate", "--contract"]) == 0 and current_revision(url) == HEAD
