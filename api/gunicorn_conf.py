@@ -10,6 +10,8 @@ Nothing here may import psycopg (nor SQLAlchemy's engine): psycopg cooperates wi
 it is first imported after the worker has patched the standard library, so never run with --preload.
 """
 
+import sys
+
 from shared.platform import logs, metrics
 from shared.platform.config import check_or_exit, get_settings
 
@@ -46,6 +48,7 @@ def metrics_bind(first_bind: str, port: int) -> str:
     """The metrics listener: the first bind's host on METRICS_PORT; loopback when the API listens on
     a unix socket or an inherited descriptor (behind a proxy on the same machine). `unix:9464`
     would have been a unix socket named 9464."""
+    first_bind = first_bind.removeprefix("tcp://")
     if first_bind.startswith(("unix:", "fd://")) or "/" in first_bind:
         return f"127.0.0.1:{port}"
     host = first_bind.rsplit(":", 1)[0] if first_bind.rsplit(":", 1)[-1].isdigit() else first_bind
@@ -66,6 +69,11 @@ def on_starting(server):
         if metrics not in binds:
             server.app.cfg.set("bind", [*binds, metrics])
 
+    if metrics_bind(server.cfg.bind[0], port) in [bind.removeprefix("tcp://") for bind in server.cfg.bind]:
+        # The API's own listener: /metrics would be refused on the one port the API has.
+        print(f"summaries web: configuration: METRICS_PORT {port} is the API's own port; choose another",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2)
     add_metrics_bind()
     # A reload (SIGHUP) reads the configuration again, with one bind: gunicorn then closed both
     # listeners and failed to open them again ("Address already in use"), and the master exited.

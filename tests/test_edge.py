@@ -111,7 +111,8 @@ def test_metrics_can_be_served_on_a_port_of_their_own(engine, redis_client, monk
 
 @pytest.mark.parametrize("first_bind, expected", [
     ("0.0.0.0:8080", "0.0.0.0:9464"), ("127.0.0.1:8080", "127.0.0.1:9464"), ("[::1]:8080", "[::1]:9464"),
-    ("unix:/run/summaries.sock", "127.0.0.1:9464"), ("fd://3", "127.0.0.1:9464"), ("localhost", "localhost:9464")])
+    ("unix:/run/summaries.sock", "127.0.0.1:9464"), ("fd://3", "127.0.0.1:9464"), ("localhost", "localhost:9464"),
+    ("tcp://0.0.0.0:8080", "0.0.0.0:9464")])
 def test_the_metrics_listener_is_tcp_whatever_the_api_binds(service_urls, first_bind, expected):
     from api.gunicorn_conf import metrics_bind
 

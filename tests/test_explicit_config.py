@@ -40,6 +40,7 @@ def _one_line_naming(result, variable: str) -> None:
     ("SWEEP_INTERVAL_S", "0"), ("SUMMARY_LEASE_S", "-5"), ("ENQUEUE_TIMEOUT_S", "nan"),
     ("CALLBACK_ATTEMPT_DEADLINE_S", "inf"), ("MAX_FORM_FIELDS", "10000000"), ("METRICS_PORT", "70000"),
     ("HEARTBEAT_INTERVAL_S", "61"), ("PUBLIC_BASE_URL", "https://user:secret@api.example.com/x"),
+    ("PUBLIC_BASE_URL", "https://user:secret@api.example.com"), ("TWILIO_API_BASE_URL", "https://u@api.twilio.com"),
     ("LOG_LEVEL", "LOUD"), ("LOG_FORMAT", "yaml"), ("SUMMARIES_EMBEDDED", "maybe"), ("DATABASE_URL", "mysql://root@db/app"),
     ("REDIS_URL", "http://cache:6379"), ("DATABASE_URL", "postgresql://db:port/app"),
     ("DATABASE_URL", "postgresql://app:pw@h1:5432,h2:5432/app"),  # psycopg wants them in the query

@@ -295,6 +295,23 @@ def test_two_gunicorn_masters_on_one_machine_share_no_control_socket(service_url
 
 
 @pytest.mark.slow
+def test_metrics_port_equal_to_the_apis_own_port_is_refused_in_one_line(service_urls):
+    import os
+    import subprocess
+
+    from cli import processes
+    from tests.processes import ROOT
+    from tests.support import free_port
+
+    port = free_port()
+    result = subprocess.run(processes.python_m(processes.web(f"127.0.0.1:{port}", 1)), cwd=ROOT, timeout=60,
+                            env={**os.environ, "METRICS_PORT": str(port)}, capture_output=True, text=True)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("summaries ")]
+    assert result.returncode != 0 and lines == [
+        f"summaries web: configuration: METRICS_PORT {port} is the API's own port; choose another"], result.stderr
+
+
+@pytest.mark.slow
 def test_a_reload_keeps_the_api_and_its_metrics_listener(service_urls, tmp_path):
     """SIGHUP, gunicorn's reload: with METRICS_PORT the bind list changed from two to one, gunicorn
     closed both listeners, failed to open them again and the master exited (found by review)."""

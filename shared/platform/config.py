@@ -195,8 +195,8 @@ def _base_url(env: Mapping[str, str], name: str) -> str | None:
         return None
     try:
         parts = urlsplit(raw)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.path or parts.query
-                                                                                     or parts.fragment)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not (
+            parts.path or parts.query or parts.fragment or parts.username is not None or parts.password is not None)
         parts.port  # noqa: B018  (raises on a malformed port)
     except ValueError:
         valid = False
