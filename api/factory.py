@@ -15,7 +15,8 @@ def create_app(settings: Settings | None = None) -> App:
     configure_logging(settings.log_level, settings.log_format)
 
     create_limit = RateLimit(queue.broker_url(settings), settings)
-    feedback_limit = RateLimit(queue.broker_url(settings), settings, "feedback", settings.feedback_rate_limit)
+    feedback_limit = RateLimit(queue.broker_url(settings), settings, "feedback", settings.feedback_rate_limit,
+                               fixed_windows=True)
     return App(Services(
         settings=settings,
         sessions=get_sessionmaker(),
