@@ -107,6 +107,19 @@ def test_a_claim_is_held_by_a_live_lease_and_taken_over_after_it_expires(engine,
         session.commit()
 
 
+def test_a_retry_of_the_same_message_on_another_worker_resumes_the_claim(engine, account):
+    """The owner is `host/task id`: the message's retry, delivered to another node, keeps its task id
+    and takes its own claim back at once (before, it waited out the lease its first run had taken);
+    another message's task does not."""
+    sid = insert_summary(engine, account)
+    with engine.begin() as connection:
+        assert claim(connection, sid, "node-a/task-1", 300).claimed_by == "node-a/task-1"
+        assert claim(connection, sid, "node-b/task-2", 300) is None  # another message: the lease holds
+        resumed = claim(connection, sid, "node-b/task-1", 300)
+        assert (resumed.claimed_by, resumed.attempts) == ("node-b/task-1", 2)
+        assert claim(connection, sid, "node-c/", 300) is None  # no task id: never anyone's retry
+
+
 def test_compute_completes_with_the_results_and_a_duplicate_message_does_nothing(engine, account, compute_summary):
     make_calls(engine, account, [dt.datetime(2024, 1, 5, tzinfo=dt.timezone.utc)] * 3)
     sid = insert_summary(engine, account)
