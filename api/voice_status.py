@@ -34,15 +34,13 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # earlier. A provisional call (known from a feedback post, shared/migrations 0006) is confirmed by an
 # event of its own account; and moved to the sender only where the SPEC's parent-path case needs it:
 # the parent posted, under its own path, feedback on a call that is its subaccount's. That feedback
-# moves with the call (FOLLOW, in the same statement: the move's trigger then finds it already the
-# new owner's and deletes nothing), where before it was dropped after having been answered 200.
+# (and the annotation) moves with the call, carried by the move's own trigger (0013), which sees
+# whatever was committed before the move, a post that raced it included.
 # Any other account's event (a sibling, a subaccount for its parent's call, an unrelated account)
 # takes nothing at once: a signature proves only that the sender holds its own token, not that
 # Twilio sent it. Such a call stays the poster's provisional call, claimed by the sender (below),
 # until the poster's own event confirms it, `summaries calls sync` (Twilio's own record) settles it,
 # or PROVISIONAL_CALL_GRACE_S ends it and it goes to the claimant (shared/calls/provisional.py).
-# The insert reads FOLLOW (its count): an unreferenced data-modifying CTE runs after the main
-# statement, when the move's trigger would already have dropped the entry FOLLOW was to carry.
 # IS NOT DISTINCT FROM: a sender without a parent gives NULL, which must read as false, not unknown.
 _MOVES = """c.provisional AND (c.account_sid = excluded.account_sid
         OR c.account_sid IS NOT DISTINCT FROM (SELECT parent_sid FROM accounts WHERE sid = excluded.account_sid))"""
@@ -52,7 +50,7 @@ _EARLIER = "NOT c.provisional AND c.account_sid = excluded.account_sid AND exclu
 # the claimant (shared/calls/provisional.py), so a post under the wrong account, or a stranger's on a
 # call SID it learnt, cannot make the call's owner lose it.
 _CLAIMS = "c.provisional AND c.claimed_by IS NULL AND NOT (" + _MOVES + ")"
-_UPSERT = f"""INSERT INTO calls AS c (sid, account_sid, start_time) SELECT :sid, :account, :start FROM followed
+_UPSERT = f"""INSERT INTO calls AS c (sid, account_sid, start_time) VALUES (:sid, :account, :start)
 ON CONFLICT (sid) DO UPDATE SET
     account_sid = CASE WHEN {_MOVES} THEN excluded.account_sid ELSE c.account_sid END,
     start_time = CASE WHEN {_MOVES} OR {_EARLIER} THEN excluded.start_time ELSE c.start_time END,
@@ -62,20 +60,7 @@ ON CONFLICT (sid) DO UPDATE SET
     provisional = CASE WHEN {_MOVES} THEN false ELSE c.provisional END
 WHERE ({_MOVES}) OR ({_EARLIER}) OR ({_CLAIMS})
 """
-# The call's row is locked first (FOR UPDATE, in the sub-select), as a feedback post locks it (FOR
-# SHARE) before it writes the entry: the same order, so the two never deadlock. A call that is not
-# such a provisional call (nearly every event) takes no lock here.
-_FOLLOW = """UPDATE call_feedback f SET account_sid = :account
-    WHERE (f.call_sid, f.account_sid) = (
-        SELECT c.sid, c.account_sid FROM calls c JOIN accounts sender ON sender.parent_sid = c.account_sid
-        WHERE c.sid = :sid AND c.provisional AND sender.sid = :account FOR UPDATE OF c)"""
-# The call's annotation (shared/calls/annotations.py) moves with it the same way, by the same test.
-_FOLLOW_ANNOTATION = _FOLLOW.replace("UPDATE call_feedback f", "UPDATE call_annotations f")
-# MATERIALIZED, so that both run before the insert reads its one row: inlined, the count nobody reads
-# was never computed (PostgreSQL 18), and the follows ran after the move had dropped what they carry.
-_FOLLOWED = "followed AS MATERIALIZED (SELECT count(*) FROM (TABLE follow UNION ALL TABLE follow_annotation) moved)"
-RECORD_CALL = text(f"WITH follow AS ({_FOLLOW}\n    RETURNING 1),\nfollow_annotation AS ({_FOLLOW_ANNOTATION}\n"
-                   f"    RETURNING 1),\n{_FOLLOWED}\n{_UPSERT}")
+RECORD_CALL = text(_UPSERT)
 # The same, made only while the token that signed the request is still one of the account's
 # (compared by ciphertext: a rotated token has a new one), in one statement; the count says whether
 # it was. Lets a process check signatures with the tokens it read for an earlier request of the
@@ -84,12 +69,10 @@ RECORD_CALL = text(f"WITH follow AS ({_FOLLOW}\n    RETURNING 1),\nfollow_annota
 RECORD_CALL_IF_SIGNED = text(
     "WITH signer AS (SELECT 1 FROM accounts WHERE sid = :account"
     " AND (auth_token_encrypted = :ciphertext OR secondary_token_encrypted = :ciphertext)),\n"
-    f"follow AS ({_FOLLOW}\n    AND EXISTS (SELECT 1 FROM signer)\n    RETURNING 1),\n"
-    f"follow_annotation AS ({_FOLLOW_ANNOTATION}\n    AND EXISTS (SELECT 1 FROM signer)\n    RETURNING 1),\n"
-    f"{_FOLLOWED},\n"
-    "recorded AS (" + _UPSERT.replace("FROM followed", "FROM followed, signer") + "RETURNING 1)\n"
+    "recorded AS (" + _UPSERT.replace("VALUES (:sid, :account, :start)", "SELECT :sid, :account, :start FROM signer")
+    + "RETURNING 1)\n"
     "SELECT count(*) FROM signer").columns(column("count", Integer))
-assert "FROM followed, signer\nON CONFLICT" in RECORD_CALL_IF_SIGNED.element.text
+assert "FROM signer\nON CONFLICT" in RECORD_CALL_IF_SIGNED.element.text
 TOKENS = text("SELECT auth_token_encrypted, secondary_token_encrypted FROM accounts WHERE sid = :sid").columns(
     Account.__table__.c.auth_token_encrypted, Account.__table__.c.secondary_token_encrypted)
 

@@ -306,8 +306,8 @@ def test_feedback_racing_a_move_of_its_call_never_stays_under_the_wrong_account(
                                                                                path):
     """A post under the parent's path has read its call and is about to write when the subaccount's
     status callback moves the call: the move waits for the post (which holds the call's row). What
-    the post wrote meanwhile is not yet visible to the move's own statement, so it cannot carry it
-    along; the move's trigger drops it rather than leave it under the parent (docs/architecture.md). Without the row lock the move went
+    the post wrote meanwhile is not visible to the move's own statement, but is to its trigger, which
+    carries it to the subaccount (0013): never left under the parent, never dropped once answered 200. Without the row lock the move went
     first and the post then wrote fresh feedback under the parent, visible to and counted for the
     wrong account for good. Both ways a post writes: the one statement that locks the call and
     writes (paused between the two by a pg_sleep after the lock), and the transaction that follows
@@ -368,6 +368,10 @@ def test_feedback_racing_a_move_of_its_call_never_stays_under_the_wrong_account(
         astray = connection.execute(text("SELECT count(*) FROM call_feedback f JOIN calls c ON c.sid = f.call_sid "
                                          "WHERE f.account_sid <> c.account_sid")).scalar()
     assert astray == 0 and call_row(engine, sid)["account_sid"] == child.sid
+    # A post answered 200 is carried to the subaccount with its call, not dropped (0013's trigger sees
+    # what was committed while the move waited; the move's own statement did not).
+    carried = client.get(feedback_path(child.sid, sid), auth=auth_of(child))
+    assert carried.status == (200 if results["post"] == 200 else 404), (results, carried.body)
 
 
 def test_feedback_for_another_accounts_confirmed_call_is_still_404(client, engine, account):

@@ -154,9 +154,10 @@ def test_twilio_confirms_provisional_calls_corrects_start_times_and_moves_calls_
         (corrected, account.sid, dt.datetime(2024, 3, 10, 11, 0, tzinfo=UTC), False),
         (same, account.sid, dt.datetime(2024, 3, 10, 9, 0, tzinfo=UTC), False),
         (new, account.sid, dt.datetime(2024, 3, 11, 8, 0, tzinfo=UTC), False)])
-    # The confirmed call keeps its feedback; the one Twilio puts in the subaccount loses the feedback
-    # posted under the parent (migration 0006).
-    assert rows(engine, "SELECT call_sid, account_sid FROM call_feedback") == [(confirmed, account.sid)]
+    # The confirmed call keeps its feedback; the one Twilio puts in the subaccount takes the feedback
+    # the parent posted with it (the SPEC's parent-path case, carried by the move's trigger, 0013).
+    assert sorted(rows(engine, "SELECT call_sid, account_sid FROM call_feedback")) == sorted(
+        [(confirmed, account.sid), (moved, subaccount.sid)])
     assert_rollups_hold(engine)
 
 
