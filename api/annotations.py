@@ -123,6 +123,11 @@ def update(request: Request, account, CallSid: str) -> Response:
     changes = _update(request)
     if not is_sid(CallSid, CALL):  # names nothing; odd bytes (a NUL) never reach the database
         raise NotFound(request.path)
+    if not changes:
+        # An update that carries nothing changes nothing (docs/api.md): answered as a fetch, with no
+        # write: it re-asserted the annotation's score over a later Feedback post, and recorded a
+        # provisional call for an unknown SID (found by review).
+        return fetch(request, account, CallSid)
     # Counted as feedback posts are, in the same windows (FEEDBACK_RATE_LIMIT): an update writes the
     # call's feedback entry as a post does, and records a call as one does; two doors with a budget
     # each would double what an account may write. A refused (400) update spends nothing.

@@ -5,6 +5,8 @@ feedback issue it reports. So an operator can answer "why does this call count a
 
 from __future__ import annotations
 
+import json
+
 import datetime as dt
 
 from sqlalchemy import Connection, text
@@ -109,4 +111,8 @@ def _shown(value) -> str:
         return str(value).lower()
     if isinstance(value, (list, tuple)):
         return ",".join(value)
-    return repr(value) if isinstance(value, str) and " " in value else str(value)
+    if isinstance(value, str):
+        # Always quoted, every character past ASCII spelled out: a comment cannot pass itself off as
+        # other fields (no-break spaces) or as an escape the operator would read as one.
+        return json.dumps(value, ensure_ascii=True)
+    return str(value)

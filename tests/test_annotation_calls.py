@@ -123,7 +123,7 @@ def test_calls_show_says_why_a_call_counts_as_a_2(client, engine, family, capsys
     assert main(["calls", "show", sid]) == 0
     printed = capsys.readouterr().out
     assert "score 2" in printed and "by the annotation below" in printed and "latency -> audio-latency" in printed
-    assert "\x1b" not in printed and "\\x1b" in printed  # outside text is shown, never obeyed
+    assert "\x1b" not in printed and "\\u001b" in printed  # outside text is shown, quoted and escaped, never obeyed
     # A post after the annotation: the entry is the post's, and the command says so.
     client.post(f"/2010-04-01/Accounts/{account.sid}/Calls/{sid}/Feedback.json", form={"QualityScore": "3"},
                 auth=(account.sid, account.auth_token))

@@ -271,3 +271,14 @@ def test_the_sql_mapping_is_the_python_one_for_every_annotation(engine):
     in_python = [Annotation(connectivity_issue=row["connectivity_issue"], spam=row["spam"],
                             quality_issues=tuple(row["quality_issues"] or ()) or None).feedback_issues() for row in rows]
     assert len(rows) == 256 * 6 * 3 and in_sql == in_python
+
+
+def test_an_update_that_carries_nothing_changes_nothing(client, engine, account):
+    """Answered as a fetch: it re-asserted the annotation's score over a later Feedback post, and for
+    an unknown SID recorded a provisional call (found by review)."""
+    from shared.accounts.sids import CALL, new_sid
+    from tests.support import snapshot
+
+    before = snapshot(engine)
+    unknown = client.post(f"/v1/Voice/{new_sid(CALL)}/Annotation", form={}, auth=(account.sid, account.auth_token))
+    assert unknown.status == 404 and snapshot(engine) == before
