@@ -41,9 +41,11 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # Twilio sent it. Such a call stays the poster's provisional call, claimed by the sender (below),
 # until the poster's own event confirms it, `summaries calls sync` (Twilio's own record) settles it,
 # or PROVISIONAL_CALL_GRACE_S ends it and it goes to the claimant (shared/calls/provisional.py).
-# IS NOT DISTINCT FROM: a sender without a parent gives NULL, which must read as false, not unknown.
+# The sender's parent, read once (the CTE `sender`) however many of the CASEs below ask for it. IS NOT
+# DISTINCT FROM: a sender without a parent gives NULL, which must read as false, not unknown.
+_SENDER = "sender AS (SELECT parent_sid FROM accounts WHERE sid = :account)"
 _MOVES = """c.provisional AND (c.account_sid = excluded.account_sid
-        OR c.account_sid IS NOT DISTINCT FROM (SELECT parent_sid FROM accounts WHERE sid = excluded.account_sid))"""
+        OR c.account_sid IS NOT DISTINCT FROM (SELECT parent_sid FROM sender))"""
 _EARLIER = "NOT c.provisional AND c.account_sid = excluded.account_sid AND excluded.start_time < c.start_time"
 # Another account's event on a call the poster holds as provisional takes nothing now, but is kept as
 # a claim (the first one): if nothing confirms the call for the poster within its grace, it goes to
@@ -60,7 +62,7 @@ ON CONFLICT (sid) DO UPDATE SET
     provisional = CASE WHEN {_MOVES} THEN false ELSE c.provisional END
 WHERE ({_MOVES}) OR ({_EARLIER}) OR ({_CLAIMS})
 """
-RECORD_CALL = text(_UPSERT)
+RECORD_CALL = text(f"WITH {_SENDER}\n{_UPSERT}")
 # The same, made only while the token that signed the request is still one of the account's
 # (compared by ciphertext: a rotated token has a new one), in one statement; the count says whether
 # it was. Lets a process check signatures with the tokens it read for an earlier request of the
@@ -69,6 +71,7 @@ RECORD_CALL = text(_UPSERT)
 RECORD_CALL_IF_SIGNED = text(
     "WITH signer AS (SELECT 1 FROM accounts WHERE sid = :account"
     " AND (auth_token_encrypted = :ciphertext OR secondary_token_encrypted = :ciphertext)),\n"
+    f"{_SENDER},\n"
     "recorded AS (" + _UPSERT.replace("VALUES (:sid, :account, :start)", "SELECT :sid, :account, :start FROM signer")
     + "RETURNING 1)\n"
     "SELECT count(*) FROM signer").columns(column("count", Integer))

@@ -21,40 +21,36 @@ APPS = (("API", "api.wsgi:application"), ("minimal", "bench.minimal_wsgi:applica
 TARGET = 0.7  # of the minimal app
 
 
-def _feedback_script(work: Path, account, call_sids: list[str]) -> Path:
-    """Feedback on a random call of the account: new entries, then replacements."""
+def _random_call_script(work: Path, name: str, account, call_sids: list[str], path: str, body: str) -> Path:
+    """A wrk script POSTing, as the account, to `path` for a random one of its calls (`sid` in the
+    Lua expressions `path` and `body`, `score` a random 1..5)."""
     auth = base64.b64encode(f"{account.sid}:{account.auth_token}".encode()).decode()
-    script = work / "feedback.lua"
+    script = work / f"{name}.lua"
     script.write_text(
         f"local sids = {{{', '.join(repr(s) for s in call_sids)}}}\n"
         "local headers = {['Content-Type'] = 'application/x-www-form-urlencoded', "
         f"['Authorization'] = 'Basic {auth}'}}\n"
         "function request()\n"
-        f"  local path = '/2010-04-01/Accounts/{account.sid}/Calls/' .. sids[math.random(#sids)] .. '/Feedback.json'\n"
+        "  local sid = sids[math.random(#sids)]\n"
         "  local score = math.random(5)\n"
-        "  local body = 'QualityScore=' .. score .. (score < 3 and '&Issue=dropped-call' or '')\n"
-        "  return wrk.format('POST', path, headers, body)\n"
+        f"  return wrk.format('POST', {path}, headers, {body})\n"
         "end\n")
     return script
+
+
+def _feedback_script(work: Path, account, call_sids: list[str]) -> Path:
+    """Feedback on a random call of the account: new entries, then replacements."""
+    return _random_call_script(work, "feedback", account, call_sids,
+                               f"'/2010-04-01/Accounts/{account.sid}/Calls/' .. sid .. '/Feedback.json'",
+                               "'QualityScore=' .. score .. (score < 3 and '&Issue=dropped-call' or '')")
 
 
 def _annotation_script(work: Path, account, call_sids: list[str]) -> Path:
     """An annotation update of a random call of the account: a score and quality issues each time (so
     each writes the call's feedback entry too), the low scores with issues that map to feedback issues."""
-    auth = base64.b64encode(f"{account.sid}:{account.auth_token}".encode()).decode()
-    script = work / "annotation.lua"
-    script.write_text(
-        f"local sids = {{{', '.join(repr(s) for s in call_sids)}}}\n"
-        "local headers = {['Content-Type'] = 'application/x-www-form-urlencoded', "
-        f"['Authorization'] = 'Basic {auth}'}}\n"
-        "function request()\n"
-        "  local path = '/v1/Voice/' .. sids[math.random(#sids)] .. '/Annotation'\n"
-        "  local score = math.random(5)\n"
-        "  local issues = score < 3 and 'latency,echo' or 'no_quality_issue'\n"
-        "  local body = 'CallScore=' .. score .. '&QualityIssues=' .. issues\n"
-        "  return wrk.format('POST', path, headers, body)\n"
-        "end\n")
-    return script
+    return _random_call_script(work, "annotation", account, call_sids, "'/v1/Voice/' .. sid .. '/Annotation'",
+                               "'CallScore=' .. score .. '&QualityIssues=' .. (score < 3 and 'latency,echo' or "
+                               "'no_quality_issue')")
 
 
 def _three(work: Path, seconds: int, name: str, path: str, make_script) -> dict[str, tuple[float, int]]:

@@ -210,27 +210,24 @@ def run(args: argparse.Namespace) -> int:
     # killed `up` and orphaned both.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.default_int_handler)
+    started: list[EmbeddedRedis] = []  # the embedded Redis, once started: stopped last, whatever happens
     try:
-        return _run(args)
+        return _run(args, started)
     except KeyboardInterrupt:
         _say("stopped before everything had started\n", sys.stderr)
         return 130
     finally:
-        for server in _STARTED:
+        for server in started:
             server.stop()
-        _STARTED.clear()
 
 
-_STARTED: list[EmbeddedRedis] = []  # the embedded Redis, once started: stopped last, whatever happens
-
-
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, started: list[EmbeddedRedis]) -> int:
     settings = get_settings()
     db_url = database_url(settings)  # starts the embedded PostgreSQL when DATABASE_URL is unset
     broker = settings.redis_url
     if broker is None:
         embedded_redis = EmbeddedRedis(settings.data_dir)
-        _STARTED.append(embedded_redis)
+        started.append(embedded_redis)
         broker = embedded_redis.start()
     upgrade(db_url, contract=True)  # every process of this machine's previous run has stopped
     demo = ensure_demo(db_url) if args.demo else None

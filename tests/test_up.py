@@ -33,6 +33,16 @@ def _get(url: str, sid: str, token: str) -> dict:
         return json.loads(response.read())
 
 
+def ctrl_c(up: subprocess.Popen) -> int:
+    """What Ctrl-C in the terminal sends (SIGINT to the foreground group); `up`'s exit status."""
+    os.killpg(up.pid, signal.SIGINT)
+    try:
+        return up.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(up.pid, signal.SIGKILL)
+        raise
+
+
 def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SUMMARIES_DATA_DIR")}
     port = free_port()
@@ -97,12 +107,7 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
         assert up.poll() is None
         wait_for(lambda: "worker exited" in "".join(lines), 10, 0.2, "up to say it restarted the worker")
     finally:
-        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-        try:
-            code = up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            raise
+        code = ctrl_c(up)
     reader.join(timeout=5)
     output = "".join(lines)
     assert code == 0, output
@@ -162,12 +167,7 @@ def test_up_at_a_terminal_prints_one_prefixed_line_per_event_and_the_banner_last
         wait_for(lambda: f"summary completed account_sid={sid} summary_sid={created}" in text(), 60, 0.2,
                  "the worker's line for the summary")
     finally:
-        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
-        try:
-            code = up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            raise
+        code = ctrl_c(up)
     reader.join(timeout=5)
     os.close(leader)
     output = text()

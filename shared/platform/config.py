@@ -255,29 +255,36 @@ Parser = Callable[[Mapping[str, str], str, dict], Any]
 
 
 def setting(variable: str, parse: Parser, doc: str, secret: bool = False, default: Any = None) -> Any:
-    """A field of Settings read from `variable` by `parse`; `default` is only what the README shows
-    (parse applies it). A secret is never in repr: a Settings in a log line or a traceback shows none."""
-    return field(repr=not secret, metadata={"variable": variable, "parse": parse, "doc": doc, "default": default})
+    """A field of Settings read from `variable` by `parse`. Its default is the parser's own (the
+    factories below keep it), or `default` for a parser written out here; the README shows it. A
+    secret is never in repr: a Settings in a log line or a traceback shows none."""
+    return field(repr=not secret, metadata={"variable": variable, "parse": parse, "doc": doc,
+                                            "default": getattr(parse, "default", default)})
+
+
+def _with_default(parse: Parser, default: Any) -> Parser:
+    parse.default = default
+    return parse
 
 
 def integer(default: int | None, minimum: int = 1, maximum: float = math.inf) -> Parser:
-    return lambda env, name, _: _int(env, name, default, minimum, maximum)
+    return _with_default(lambda env, name, _: _int(env, name, default, minimum, maximum), default)
 
 
 def number(default: float, minimum: float = 0.001, maximum: float = 7 * 24 * 3600) -> Parser:
-    return lambda env, name, _: _float(env, name, default, minimum, maximum)
+    return _with_default(lambda env, name, _: _float(env, name, default, minimum, maximum), default)
 
 
 def flag(default: bool = False) -> Parser:
-    return lambda env, name, _: _flag(env, name, default)
+    return _with_default(lambda env, name, _: _flag(env, name, default), default)
 
 
 def timeout_ms(default: int) -> Parser:
-    return lambda env, name, _: _timeout_ms(env, name, default)
+    return _with_default(lambda env, name, _: _timeout_ms(env, name, default), default)
 
 
 def rate(default: str) -> Parser:
-    return lambda env, name, _: _rate(env, name, default)
+    return _with_default(lambda env, name, _: _rate(env, name, default), default)
 
 
 def server_url(*schemes: str) -> Parser:
@@ -307,7 +314,7 @@ class Settings:
         "REDIS_URL", server_url("redis", "rediss", *SENTINEL_SCHEMES),
         "Redis, the broker; unset: the embedded Redis in data_dir, likewise", secret=True)
     embedded: bool = setting("SUMMARIES_EMBEDDED", flag(),
-                             "embedded servers may stand in for DATABASE_URL and REDIS_URL", default=False)
+                             "embedded servers may stand in for DATABASE_URL and REDIS_URL")
     data_dir: Path = setting("SUMMARIES_DATA_DIR", _data_dir, "the embedded servers' data and the heartbeats",
                              default="./.data")
     # Fernet keys for auth tokens at rest, newest first; empty: only with the embedded PostgreSQL, a
@@ -322,22 +329,19 @@ class Settings:
         "a worker serves /metrics itself on this port (machines without an API)")
     metrics_port: int | None = setting("METRICS_PORT", integer(None, 1, 65535),
                                        "the API serves /metrics on this port only, away from its public one")
-    max_body_bytes: int = setting("MAX_BODY_BYTES", integer(64 * 1024), "larger request bodies are a 413",
-                                  default=65536)
+    max_body_bytes: int = setting("MAX_BODY_BYTES", integer(64 * 1024), "larger request bodies are a 413")
     request_header_timeout_s: int = setting(
         "REQUEST_HEADER_TIMEOUT_S", integer(5, 1, 300),
-        "the request line and headers must arrive within this (gunicorn keepalive)", default=5)
+        "the request line and headers must arrive within this (gunicorn keepalive)")
     request_body_timeout_s: float = setting("REQUEST_BODY_TIMEOUT_S", number(10.0),
-                                            "and the body within this, or 408", default=10)
-    max_form_fields: int = setting("MAX_FORM_FIELDS", integer(100, 1, 10_000), "form parameters per request",
-                                   default=100)
+                                            "and the body within this, or 408")
+    max_form_fields: int = setting("MAX_FORM_FIELDS", integer(100, 1, 10_000), "form parameters per request")
     idempotency_window_s: int = setting("IDEMPOTENCY_WINDOW_S", integer(24 * 3600),
-                                        "how long an Idempotency-Key answers with its summary", default=86400)
+                                        "how long an Idempotency-Key answers with its summary")
     enqueue_timeout_s: float = setting("ENQUEUE_TIMEOUT_S", number(2.0),
-                                       "how long the API waits for Redis when sending a job", default=2)
-    summary_lease_s: int = setting("SUMMARY_LEASE_S", integer(300), "how long a worker's claim holds",
-                                   default=300)
-    sweep_interval_s: int = setting("SWEEP_INTERVAL_S", integer(30), "how often the sweeper runs", default=30)
+                                       "how long the API waits for Redis when sending a job")
+    summary_lease_s: int = setting("SUMMARY_LEASE_S", integer(300), "how long a worker's claim holds")
+    sweep_interval_s: int = setting("SWEEP_INTERVAL_S", integer(30), "how often the sweeper runs")
     log_level: str = setting("LOG_LEVEL", lambda env, name, _: _log_level(env, name), "Python's log level",
                              default="INFO")
     log_format: str = setting("LOG_FORMAT", lambda env, name, _: _log_format(env, name),
@@ -345,42 +349,38 @@ class Settings:
                               default="json")
     # At most a third of `summaries health`'s default --max-age (60 s), so one late beat never fails it.
     heartbeat_interval_s: float = setting("HEARTBEAT_INTERVAL_S", number(5.0, 0.1, 20),
-                                          "how often workers and the scheduler record that they live", default=5)
+                                          "how often workers and the scheduler record that they live")
     callback_allowed_networks: tuple = setting(
         "CALLBACK_ALLOWED_NETWORKS", lambda env, name, _: _networks(env, name),
         "CIDRs callbacks may reach although private or loopback")
     # 12 attempts, 60 s doubling to a 6 h cap: the last is about 20 h after the first.
-    callback_max_attempts: int = setting("CALLBACK_MAX_ATTEMPTS", integer(12), "attempts per delivery",
-                                         default=12)
+    callback_max_attempts: int = setting("CALLBACK_MAX_ATTEMPTS", integer(12), "attempts per delivery")
     callback_backoff_initial_s: float = setting("CALLBACK_BACKOFF_INITIAL_S", number(60.0),
-                                                "the first retry's delay", default=60)
-    callback_backoff_max_s: float = setting("CALLBACK_BACKOFF_MAX_S", number(6 * 3600.0), "the cap on any delay",
-                                            default=21600)
-    callback_connect_timeout_s: float = setting("CALLBACK_CONNECT_TIMEOUT_S", number(5.0), "per connect", default=5)
-    callback_read_timeout_s: float = setting("CALLBACK_READ_TIMEOUT_S", number(10.0), "per read", default=10)
+                                                "the first retry's delay")
+    callback_backoff_max_s: float = setting("CALLBACK_BACKOFF_MAX_S", number(6 * 3600.0), "the cap on any delay")
+    callback_connect_timeout_s: float = setting("CALLBACK_CONNECT_TIMEOUT_S", number(5.0), "per connect")
+    callback_read_timeout_s: float = setting("CALLBACK_READ_TIMEOUT_S", number(10.0), "per read")
     callback_circuit_threshold: int = setting(
-        "CALLBACK_CIRCUIT_THRESHOLD", integer(5), "consecutive failures to one destination that open its circuit",
-        default=5)
+        "CALLBACK_CIRCUIT_THRESHOLD", integer(5), "consecutive failures to one destination that open its circuit")
     callback_circuit_cooldown_s: float = setting("CALLBACK_CIRCUIT_COOLDOWN_S", number(300.0),
-                                                 "how long an open circuit holds", default=300)
+                                                 "how long an open circuit holds")
     callback_max_in_flight_per_host: int = setting("CALLBACK_MAX_IN_FLIGHT_PER_HOST", integer(32),
-                                                   "attempts in flight per destination address, across workers",
-                                                   default=32)
+                                                   "attempts in flight per destination address, across workers")
     callback_max_in_flight_per_account: int = setting(
         "CALLBACK_MAX_IN_FLIGHT_PER_ACCOUNT", integer(16),
-        "an account family's fair share of the callback threads, across workers", default=16)
+        "an account family's fair share of the callback threads, across workers")
     callback_attempt_deadline_s: float = setting("CALLBACK_ATTEMPT_DEADLINE_S", number(15.0),
-                                                 "one attempt, all told: connect, TLS, headers and body", default=15)
+                                                 "one attempt, all told: connect, TLS, headers and body")
     create_rate_limit: str = setting("CREATE_RATE_LIMIT", rate("100/second;3000/minute"),
-                                     "creates per account, in the `limits` notation", default="100/second;3000/minute")
+                                     "creates per account, in the `limits` notation")
     # Feedback comes once per call: a busy contact centre's whole traffic, not a summary's.
     feedback_rate_limit: str = setting("FEEDBACK_RATE_LIMIT", rate("200/second;6000/minute"),
-                                       "feedback posts per account, likewise", default="200/second;6000/minute")
+                                       "feedback posts per account, likewise")
     # 48 h: Twilio's status callback comes within seconds of the call; a daily `calls sync` is given a
     # day more.
     provisional_call_grace_s: int = setting(
         "PROVISIONAL_CALL_GRACE_S", integer(48 * 3600, 60),
-        "an unconfirmed provisional call of an account with a call source is removed after this", default=172800)
+        "an unconfirmed provisional call of an account with a call source is removed after this")
     public_base_url: str | None = setting("PUBLIC_BASE_URL", lambda env, name, _: _base_url(env, name),
                                           "scheme://host[:port] Twilio uses to reach us, for its signatures")
     twilio_api_base_url: str = setting(
@@ -398,8 +398,7 @@ class Settings:
     redis_tls_key_file: str | None = setting(
         "REDIS_TLS_KEY_FILE", lambda env, name, _: _key_file(env, name, "REDIS_TLS_CERT_FILE"), "its key")
     redis_tls_verify: bool = setting("REDIS_TLS_VERIFY", flag(True),
-                                     "false: TLS without checking Redis's certificate (logged as a warning)",
-                                     default=True)
+                                     "false: TLS without checking Redis's certificate (logged as a warning)")
     redis_sentinel_master: str | None = setting(
         "REDIS_SENTINEL_MASTER", lambda env, name, parsed: _sentinel_master(env, name, parsed["redis_url"]),
         "the master's name at the sentinels, for a sentinel:// REDIS_URL")
@@ -409,15 +408,14 @@ class Settings:
     # The database pool and PgBouncer (docs/pgbouncer.md). Off: psycopg never prepares a statement
     # (prepare_threshold=None), as a transaction-mode PgBouncer without max_prepared_statements needs.
     database_prepared_statements: bool = setting("DATABASE_PREPARED_STATEMENTS", flag(True),
-                                                 "off behind a PgBouncer that cannot keep them", default=True)
+                                                 "off behind a PgBouncer that cannot keep them")
     # SQLAlchemy reads pool_size 0 and max_overflow -1 as "no limit": never what a typo meant.
     database_pool_size: int = setting("DATABASE_POOL_SIZE", integer(5, 1),
-                                      "connections each process keeps (a cap: opened only when used at once)",
-                                      default=5)
+                                      "connections each process keeps (a cap: opened only when used at once)")
     database_max_overflow: int = setting("DATABASE_MAX_OVERFLOW", integer(5, 0),
-                                         "opened beyond those at peaks, closed when returned", default=5)
+                                         "opened beyond those at peaks, closed when returned")
     database_pool_timeout_s: float = setting("DATABASE_POOL_TIMEOUT_S", number(5.0, 0.1),
-                                             "waiting this long for a connection is a transient error", default=5)
+                                             "waiting this long for a connection is a transient error")
     # PostgreSQL's statement_timeout and idle_in_transaction_session_timeout for every connection of
     # the engine (shared/platform/db.py), sent as startup options; 0: none sent, whatever the server
     # (a role's setting, behind PgBouncer) says applies. Migrations never get them.
@@ -425,12 +423,12 @@ class Settings:
     # migrations' 5 s lock_timeout, so requests queued behind a migration waiting for its lock ride it
     # out; far below a load balancer's 60 s, so the client gets our 503, not its 504.
     database_statement_timeout_ms: int = setting("DATABASE_STATEMENT_TIMEOUT_MS", timeout_ms(10_000),
-                                                 "PostgreSQL cancels a statement running longer", default=10000)
+                                                 "PostgreSQL cancels a statement running longer")
     # 60 s: no transaction of ours waits on anything but the database for more than a Redis timeout
     # (ENQUEUE_TIMEOUT_S); idle longer, it is a bug or a stopped process holding locks.
     database_idle_in_transaction_timeout_ms: int = setting(
         "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", timeout_ms(60_000),
-        "PostgreSQL closes a connection idle this long inside a transaction", default=60000)
+        "PostgreSQL closes a connection idle this long inside a transaction")
     migration_database_url: str | None = setting(
         "MIGRATION_DATABASE_URL", server_url(*POSTGRES_SCHEMES),
         "`summaries migrate` connects here when set (past PgBouncer)", secret=True)
