@@ -56,10 +56,15 @@ def _date(request: Request, name: str) -> dt.date:
     return value
 
 
+# The document (api/openapi.json) says the same: blank means absent, spaces and tabs around are ignored,
+# the method's letters in either case. Any other whitespace is refused, as the document's patterns do.
+BLANK = " \t"
+
+
 def _callback_url(raw: str | None) -> str | None:
-    if raw is None or not raw.strip():
+    raw = (raw or "").strip(BLANK)
+    if not raw:
         return None
-    raw = raw.strip()
     refused = callback_url.problem(raw)
     if refused:
         raise BadRequest(refused)
@@ -76,9 +81,10 @@ def parse_create(request: Request) -> CreateParams:
         include = parse_bool(raw_include)
         if include is None:
             raise BadRequest("IncludeSubaccounts must be true or false")
-    method = (request.param("StatusCallbackMethod") or "").strip().upper() or "POST"
-    if method not in ("GET", "POST"):
+    method = (request.param("StatusCallbackMethod") or "").strip(BLANK) or "POST"
+    if not method.isascii() or method.upper() not in ("GET", "POST"):  # "poſt".upper() is "POST"
         raise BadRequest("StatusCallbackMethod must be GET or POST")
+    method = method.upper()
     return CreateParams(start_date, end_date, include, _callback_url(request.param("StatusCallback")), method)
 
 

@@ -67,6 +67,8 @@ BAD_CREATE_FORMS = [
     ({**FORM, "IncludeSubaccounts": "2"}, "IncludeSubaccounts"),
     ({**FORM, "StatusCallbackMethod": "PUT"}, "StatusCallbackMethod"),
     ({**FORM, "StatusCallbackMethod": "DELETE"}, "StatusCallbackMethod"),
+    ({**FORM, "StatusCallbackMethod": "po\u017ft"}, "StatusCallbackMethod"),  # its upper() is "POST"
+    ({**FORM, "StatusCallbackMethod": "\nGET"}, "StatusCallbackMethod"),  # only spaces and tabs are trimmed
     ({**FORM, "StatusCallback": "not a url"}, "StatusCallback"),
     ({**FORM, "StatusCallback": "ftp://example.com/x"}, "StatusCallback"),
     ({**FORM, "StatusCallback": "/relative/path"}, "StatusCallback"),

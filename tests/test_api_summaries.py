@@ -42,6 +42,18 @@ def test_include_subaccounts_accepts_any_case(client, account, raw, expected):
     assert post_summary(client, account, {**FORM, "IncludeSubaccounts": raw}).json["include_subaccounts"] is expected
 
 
+@pytest.mark.parametrize("raw, expected", [("", "POST"), (" \t", "POST"), ("get", "GET"), (" Post\t", "POST")])
+def test_a_blank_callback_method_means_post_and_either_case_is_taken(client, account, engine, raw, expected):
+    from sqlalchemy import text
+
+    sid = post_summary(client, account, {**FORM, "StatusCallback": " https://example.com/cb ",
+                                         "StatusCallbackMethod": raw}).json["sid"]
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT status_callback, status_callback_method FROM feedback_summaries "
+                                      "WHERE sid = :sid"), {"sid": sid}).one()
+    assert tuple(row) == ("https://example.com/cb", expected)
+
+
 def test_callback_settings_are_stored(client, account, engine):
     from sqlalchemy import text
 
