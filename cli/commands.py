@@ -95,6 +95,45 @@ def accounts(args: argparse.Namespace) -> None:
         _token_action(args)
 
 
+def console_users(args: argparse.Namespace) -> int:
+    from shared.operator import users
+
+    with Session(get_engine()) as session:
+        if args.action == "list":
+            found = users.listing(session)
+            if args.json:
+                print_json(found)
+            for user in [] if args.json else found:
+                sign_in = "password" if user["password"] else "single sign-on only"
+                print(f"{safe(user['name']):<32} {user['role']:<9} {sign_in:<19} created {user['created']:%Y-%m-%d}")
+            return 0
+        if args.action == "delete":
+            deleted = users.delete(session, args.name)
+            session.commit()
+            print(f"console user {safe(args.name)} deleted" if deleted else f"no console user {safe(args.name)}")
+            return 0 if deleted else 1
+        password = None if args.no_password else _read_password()
+        users.create(session, args.name, args.role, password)
+        session.commit()
+    print(f"console user {args.name} created ({args.role})")
+    return 0
+
+
+def _read_password() -> str:
+    """The console password from standard input: typed twice without echo at a terminal, else its first line."""
+    if sys.stdin is None:
+        raise CommandError("no standard input to read the password from (or --no-password)")
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise CommandError("the two passwords differ; nothing was created")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("standard input held no password (or --no-password)")
+    return password
+
+
 def _read_token() -> str:
     """The auth token from standard input: typed without echo at a terminal, else its first line."""
     if sys.stdin is None:

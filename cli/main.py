@@ -16,9 +16,11 @@ def _parser() -> argparse.ArgumentParser:
                                            "or SUMMARIES_DATA_DIR)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="run the API, a worker and the scheduler in the foreground")
+    up = commands.add_parser("up", help="run the API, the workers, the scheduler and the console in the foreground")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--port", type=int, default=processes.WEB_PORT)
+    up.add_argument("--console-port", type=int, default=processes.CONSOLE_PORT,
+                    help=f"the operators' console's port, on --host (default {processes.CONSOLE_PORT})")
     up.add_argument("--web-processes", type=int, default=processes.WEB_PROCESSES)
     up.add_argument("--worker-concurrency", type=int, default=processes.WORKERS["worker"].concurrency)
     up.add_argument("--demo", action="store_true", help="create and seed a demo account once, and print a curl")
@@ -121,6 +123,20 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     again.add_argument("--rate", type=float, default=10.0, help="at most this many sends per second (default 10)")
 
+    console_users = commands.add_parser("console-users", help="the operators' console's users").add_subparsers(
+        dest="action", required=True)
+    made = console_users.add_parser("create", help="create a console user; its password is read from standard "
+                                                    "input (typed twice, unechoed, at a terminal)")
+    made.add_argument("name")
+    made.add_argument("--role", choices=["viewer", "operator"], required=True,
+                      help="viewer: sees everything but secrets; operator: also acts")
+    made.add_argument("--no-password", action="store_true",
+                      help="signs in only through the single sign-on proxy (CONSOLE_TRUSTED_USER_HEADER)")
+    listed = console_users.add_parser("list", help="the console's users and their roles")
+    listed.add_argument("--json", action="store_true")
+    gone = console_users.add_parser("delete", help="delete a console user; its sessions end at once")
+    gone.add_argument("name")
+
     seed = commands.add_parser("seed", help="add realistic synthetic calls and feedback to an account")
     seed.add_argument("--account", required=True, metavar="AC...")
     seed.add_argument("--calls", type=int, required=True)
@@ -151,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _join_embedded(args.command)
-        return getattr(commands, args.command)(args) or 0
+        return getattr(commands, args.command.replace("-", "_"))(args) or 0
     except ServiceError as error:
         # One line, whatever the message quotes (a file's row, Twilio's answer).
         what = "configuration: " if isinstance(error, SettingError) else ""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 CELERY_APP = "worker.celery_app"
 WSGI_APP = "api.wsgi:application"
+CONSOLE_APP = "console.wsgi:application"
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,17 @@ WORKERS = {
     "callbacks": WorkerKind("callbacks", "threads", 64, "CALLBACK_CONCURRENCY", "callbacks"),
 }
 WEB_PROCESSES, WEB_PORT = 2, 8080
+CONSOLE_PROCESSES, CONSOLE_PORT = 2, 8081
 
 
 def web(bind: str, processes: int | str = WEB_PROCESSES, app: str = WSGI_APP) -> list[str]:
     """gunicorn with our configuration; `app` only for the bench's baselines."""
     return ["gunicorn", "-c", "python:api.gunicorn_conf", app, "--bind", bind, "--workers", str(processes)]
+
+
+def console(bind: str, processes: int | str = CONSOLE_PROCESSES) -> list[str]:
+    """The operators' console: gunicorn with its own configuration, on its own port."""
+    return ["gunicorn", "-c", "python:console.gunicorn_conf", CONSOLE_APP, "--bind", bind, "--workers", str(processes)]
 
 
 def worker(kind: str, concurrency: int | str | None = None, node: str | None = None, queues: str | None = None,
@@ -61,5 +68,7 @@ def procfile() -> str:
         **{name: worker(name, f"${{{spec.concurrency_variable}:-{spec.concurrency}}}")
            for name, spec in WORKERS.items()},
         "scheduler": scheduler("/tmp/celerybeat-schedule"),
+        # Loopback: the console is for operators (a proxy of theirs, or an SSH tunnel), never public.
+        "console": console(f"${{CONSOLE_HOST:-127.0.0.1}}:${{CONSOLE_PORT:-{CONSOLE_PORT}}}"),
     }
     return "".join(f"{name}: {' '.join(command)}\n" for name, command in lines.items())

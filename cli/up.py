@@ -19,10 +19,12 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cli import demo as demo_data
 from cli import processes
 from cli.accounts import create_account
 from cli.migrate import upgrade
@@ -41,23 +43,34 @@ STOP_TIMEOUT_S = 20
 RESTART_MAX_S, RESTART_RESET_S = 30.0, 60.0
 
 
-def ensure_demo(url: str) -> Account:
-    """The demo account (and a subaccount), created and seeded the first time only."""
+@dataclass(frozen=True)
+class Demo:
+    account: Account
+    operator_password: str
+
+
+def ensure_demo(url: str, settings: Settings) -> Demo:
+    """The demo account (and a subaccount), created and seeded the first time only, with something
+    for every page of the console (cli/demo.py); the demo operator's password, new each time."""
     engine = make_engine(url)
-    with Session(engine, expire_on_commit=False) as session:
-        demo = session.scalar(select(Account).where(Account.friendly_name == DEMO_NAME,
-                                                    Account.parent_sid.is_(None)))
-        if demo is not None:
-            return demo
-        demo = create_account(session, DEMO_NAME)
-        sub = create_account(session, "Demo subaccount", demo.sid)
-        session.commit()
-    print("seeding the demo account (20,000 calls and a subaccount with 5,000, over 30 days)...", flush=True)
-    with engine.connect() as connection:
-        seed(connection, demo.sid, 20_000, DEMO_DAYS)
-        seed(connection, sub.sid, 5_000, DEMO_DAYS)
-    engine.dispose()
-    return demo
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            demo = session.scalar(select(Account).where(Account.friendly_name == DEMO_NAME,
+                                                        Account.parent_sid.is_(None)))
+            if demo is None:
+                demo = create_account(session, DEMO_NAME)
+                sub = create_account(session, "Demo subaccount", demo.sid)
+                session.commit()
+                print("seeding the demo account (20,000 calls and a subaccount with 5,000, over 30 days)...",
+                      flush=True)
+                with engine.connect() as connection:
+                    seed(connection, demo.sid, 20_000, DEMO_DAYS)
+                    seed(connection, sub.sid, 5_000, DEMO_DAYS)
+                demo_data.add_demo_data(engine, demo, sub, settings)
+        demo_data.open_demo_circuit(demo, settings)
+        return Demo(demo, demo_data.demo_operator(engine))
+    finally:
+        engine.dispose()
 
 
 def _children(args: argparse.Namespace, data_dir, quiet: bool) -> list[tuple[str, list[str]]]:
@@ -70,6 +83,7 @@ def _children(args: argparse.Namespace, data_dir, quiet: bool) -> list[tuple[str
 
     return [
         ("web", python_m([*processes.web(f"{args.host}:{args.port}", args.web_processes), "--graceful-timeout", "10"])),
+        ("console", python_m([*processes.console(f"{args.host}:{args.console_port}", 1), "--graceful-timeout", "5"])),
         ("worker", python_m([*celery(processes.worker("worker", args.worker_concurrency)), *info])),
         ("callbacks", python_m([*celery(processes.worker("callbacks")), *info])),
         ("scheduler", python_m([*celery(processes.scheduler(str(data_dir / "celerybeat-schedule"))), *info])),
@@ -81,8 +95,9 @@ HEARTBEATS = {"worker": processes.WORKERS["worker"].node, "callbacks": processes
               "scheduler": heartbeat.SCHEDULER}
 
 
-def _answers(base_url: str, settings: Settings, children: dict[str, subprocess.Popen]) -> bool:
-    """The API answers /healthz, and each worker and the scheduler has beaten from this very process."""
+def _answers(base_urls: list[str], settings: Settings, children: dict[str, subprocess.Popen]) -> bool:
+    """The API and the console answer /healthz, and each worker and the scheduler has beaten from this
+    very process."""
     for name, beat_name in HEARTBEATS.items():
         try:
             if json.loads(heartbeat.path(settings, beat_name).read_text())["pid"] != children[name].pid:
@@ -90,18 +105,21 @@ def _answers(base_url: str, settings: Settings, children: dict[str, subprocess.P
         except (OSError, ValueError, KeyError, TypeError):
             return False
     try:
-        with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
-            return response.status == 200
+        for base_url in base_urls:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                if response.status != 200:
+                    return False
+        return True
     except OSError:
         return False
 
 
-def _wait_answering(base_url: str, settings: Settings, children: dict, stopping, timeout_s: float = 60) -> bool:
+def _wait_answering(base_urls: list[str], settings: Settings, children: dict, stopping, timeout_s: float = 60) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stopping():
         if any(process.poll() is not None for process in children.values()):
             return False
-        if _answers(base_url, settings, children):
+        if _answers(base_urls, settings, children):
             return True
         time.sleep(0.2)
     return False
@@ -111,7 +129,7 @@ class Prefixer:
     """Copies each child's output to our stdout, one whole line at a time, after the child's name:
     `web        | 16:01:33 request method=POST ...`. One lock: lines of two children never mix."""
 
-    WIDTH = max(len(name) for name in ("web", *HEARTBEATS))
+    WIDTH = max(len(name) for name in ("web", "console", *HEARTBEATS))
 
     def __init__(self, out=None) -> None:
         self.out, self.lock = out or sys.stdout, threading.Lock()
@@ -147,15 +165,22 @@ def text_logs(settings: Settings, stream=None) -> bool:
     return (stream or sys.stderr).isatty()
 
 
-def _banner(base_url: str, demo: Account | None) -> str:
+def _banner(base_url: str, console_url: str, found: Demo | None) -> str:
     lines = [f"\nCall Feedback Summaries is up at {base_url}"]
+    demo = found.account if found is not None else None
+    if demo is not None:
+        lines += [f"  demo account  {demo.sid}", f"  auth token    {demo.auth_token}"]
+    lines += ["", f"The operators' console is at {console_url}"]
+    if found is not None:
+        lines.append(f"  sign in as    {demo_data.DEMO_OPERATOR}, password {found.operator_password} "
+                     "(a new one at each start)")
+    else:
+        lines.append("  sign in as a console user: summaries console-users create NAME --role operator")
     if demo is not None:
         end = dt.date.today()
         start = end - dt.timedelta(days=DEMO_DAYS)
         path = f"/2010-04-01/Accounts/{demo.sid}/Calls/FeedbackSummary"
         lines += [
-            f"  demo account  {demo.sid}",
-            f"  auth token    {demo.auth_token}",
             "",
             "Create a summary of the last 30 days, the subaccount included:",
             f"  curl -s -u {demo.sid}:{demo.auth_token} -d StartDate={start} -d EndDate={end} \\",
@@ -230,7 +255,7 @@ def _run(args: argparse.Namespace, started: list[EmbeddedRedis]) -> int:
         started.append(embedded_redis)
         broker = embedded_redis.start()
     upgrade(db_url, contract=True)  # every process of this machine's previous run has stopped
-    demo = ensure_demo(db_url) if args.demo else None
+    demo = ensure_demo(db_url, settings) if args.demo else None
     from shared.platform import metrics
 
     metrics.clear()  # samples of a previous run's processes
@@ -266,9 +291,10 @@ def _run(args: argparse.Namespace, started: list[EmbeddedRedis]) -> int:
     processes = {name: start(name) for name in commands}
     restarts = Restarts()
     base_url = f"http://{args.host}:{args.port}"
+    console_url = f"http://{args.host}:{args.console_port}"
     status = 0
     try:
-        if not _wait_answering(base_url, settings, processes, lambda: stopping):
+        if not _wait_answering([base_url, console_url], settings, processes, lambda: stopping):
             if stopping:
                 return 0
             exited = [f"{name} exited ({process.returncode})" for name, process in processes.items()
@@ -276,7 +302,7 @@ def _run(args: argparse.Namespace, started: list[EmbeddedRedis]) -> int:
             _say(f"the system did not come up ({', '.join(exited) or 'not every process answered in time'}); "
                  "see the log above\n", sys.stderr)
             return 1
-        banner = _banner(base_url, demo) + "\n"
+        banner = _banner(base_url, console_url, demo) + "\n"
         prefixer.write(banner) if prefixer else _say(banner, sys.stdout)
         while not stopping:
             for name, process in processes.items():

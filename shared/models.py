@@ -355,3 +355,26 @@ class SummaryEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict | None] = mapped_column(JSONB)
+
+
+class ConsoleUser(Base):
+    """Someone who signs in to the operators' console (migration 0014): not a Twilio account. Written
+    by shared/operator/users.py only."""
+
+    __tablename__ = "console_users"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    role: Mapped[str] = mapped_column(Text)  # viewer | operator
+    # scrypt, salted (shared/operator/users.py); NULL: signs in through the trusted proxy's header only.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class AccountActivity(Base):
+    """When each account's last voice status callback arrived (migration 0014), for the console; written
+    at most once a minute per account by the API (api/voice_status.py)."""
+
+    __tablename__ = "account_activity"
+
+    account_sid: Mapped[str] = mapped_column(Sid, ForeignKey("accounts.sid", ondelete="CASCADE"), primary_key=True)
+    last_voice_status_at: Mapped[dt.datetime] = mapped_column(Timestamp)

@@ -22,7 +22,7 @@ from shared.accounts.sids import CALL, new_sid
 from shared.models import Account, Call, CallFeedback
 from shared.platform.embedded import free_port  # noqa: F401  (the tests take it from here)
 
-TABLES = ("summary_events", "daily_calls", "daily_feedback", "calls_rollup_deltas", "feedback_rollup_deltas", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_annotations", "call_feedback", "calls", "accounts")
+TABLES = ("console_chart_hours", "console_sign_in_failures", "console_users", "account_activity", "summary_events", "daily_calls", "daily_feedback", "calls_rollup_deltas", "feedback_rollup_deltas", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_annotations", "call_feedback", "calls", "accounts")
 
 FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}  # a create's form: January 2024
 

@@ -95,7 +95,9 @@ def test_the_readme_shows_the_banner_summaries_up_prints():
     block = readme[readme.index("Call Feedback Summaries is up at"):]
     block = block[:block.index("The logs follow.") + len("The logs follow.")]
     sid, token = re.search(r"demo account  (AC\w+)\n  auth token    (\w+)", block).groups()
-    printed = _banner("http://127.0.0.1:8080", types.SimpleNamespace(sid=sid, auth_token=token)).strip()
+    password = re.search(r"sign in as    demo, password (\S+) ", block).group(1)
+    demo = types.SimpleNamespace(account=types.SimpleNamespace(sid=sid, auth_token=token), operator_password=password)
+    printed = _banner("http://127.0.0.1:8080", "http://127.0.0.1:8081", demo).strip()
 
     def undated(text: str) -> str:
         return re.sub(r"\d{4}-\d\d-\d\d", "YYYY-MM-DD", text)

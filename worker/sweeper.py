@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from shared.callbacks import deliveries
 from shared.calls import provisional
 from shared.models import FeedbackSummary
-from shared.platform import metrics
+from shared.platform import heartbeat, metrics
 from shared.platform.config import get_settings
 from shared.platform.db import get_engine, get_sessionmaker
 from shared.platform.queue import (
@@ -79,6 +79,7 @@ def sweep() -> int:
     metrics.SWEEPER_RECOVERED.labels("callback").inc(sent)
     if due:
         log.info("sweeper sent %d of %d due callbacks", sent, len(due))
+    heartbeat.record_sweep(get_redis())  # the scheduler sent this: it is alive (the console shows it)
     return resent + sent
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import os
 
 from cryptography.fernet import Fernet, MultiFernet
@@ -69,3 +70,9 @@ def _decrypt(ciphertext: str, keys: MultiFernet) -> str:
 def reencrypt(ciphertext: str) -> str:
     """With the first (newest) key, whichever key encrypted it."""
     return cipher().rotate(ciphertext.encode("ascii")).decode("ascii")
+
+
+def derived_keys(purpose: str) -> list[bytes]:
+    """A key per AUTH_TOKEN_KEYS key for another use (`purpose`: the console's session cookies), newest
+    first: one secret to configure and rotate, and nothing signed for one purpose verifies for another."""
+    return [hmac.new(key, f"call-feedback-summaries {purpose}".encode(), hashlib.sha256).digest() for key in _keys()]

@@ -55,11 +55,14 @@ class RedeliverySelection:
     state: str | None = None
     since: dt.datetime | None = None
     host: str | None = None
+    account: str | None = None  # the console's filters: an account, and an end to the time range
+    until: dt.datetime | None = None
 
     def check(self) -> None:
-        if self.sids and (self.state or self.since or self.host):
+        narrowing = self.since or self.host or self.account or self.until
+        if self.sids and (self.state or narrowing):
             raise ActionRefused("name summaries or choose by --state, not both")
-        if (self.since or self.host) and not self.state:
+        if narrowing and not self.state:
             raise ActionRefused("--since and --host select among a --state")
         if not self.sids and not self.state:
             raise ActionRefused("name summaries (FS...) or a --state to redeliver")
@@ -85,19 +88,35 @@ class RedeliveryPlan:
     missing: list[str] = field(default_factory=list)
 
 
-def plan_redelivery(selection: RedeliverySelection) -> RedeliveryPlan:
-    selection.check()
-    query = (select(CallbackDelivery).where(CallbackDelivery.state != DeliveryState.PENDING.value)
-             .order_by(CallbackDelivery.date_updated))
+def _selected(selection: RedeliverySelection, query):
+    query = query.where(CallbackDelivery.state != DeliveryState.PENDING.value)
     if selection.sids:
-        query = query.where(CallbackDelivery.summary_sid.in_(selection.sids))
-    else:
-        query = query.where(CallbackDelivery.state == selection.state)
-        if selection.since:
-            query = query.where(CallbackDelivery.date_updated >= selection.since)
-        if selection.host:
-            query = query.where(CallbackDelivery.host == selection.host.lower())
-    with Session(get_engine()) as session:
+        return query.where(CallbackDelivery.summary_sid.in_(selection.sids))
+    query = query.where(CallbackDelivery.state == selection.state)
+    if selection.since:
+        query = query.where(CallbackDelivery.date_updated >= selection.since)
+    if selection.until:
+        query = query.where(CallbackDelivery.date_updated < selection.until)
+    if selection.host:
+        query = query.where(CallbackDelivery.host == selection.host.lower())
+    if selection.account:
+        query = query.where(CallbackDelivery.account_sid == selection.account)
+    return query
+
+
+def count_redelivery(selection: RedeliverySelection) -> int:
+    """How many deliveries the selection holds now (a dry run's count, without loading them)."""
+    selection.check()
+    with scanning_session() as session:
+        return session.scalar(_selected(selection, select(func.count()).select_from(CallbackDelivery)))
+
+
+def plan_redelivery(selection: RedeliverySelection, limit: int | None = None) -> RedeliveryPlan:
+    """The selection's deliveries, oldest change first (the first `limit` of them)."""
+    selection.check()
+    query = _selected(selection, select(CallbackDelivery)).order_by(CallbackDelivery.date_updated,
+                                                                    CallbackDelivery.summary_sid).limit(limit)
+    with scanning_session() as session:
         chosen = [PlannedDelivery(d.summary_sid, d.state, d.method, d.url, d.attempts, d.idempotency_token,
                                   dict(d.params)) for d in session.scalars(query)]
     missing = sorted(set(selection.sids) - {d.summary_sid for d in chosen})

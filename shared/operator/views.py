@@ -43,7 +43,7 @@ def scanning_session() -> Session:
     return session
 
 
-def status(ping_timeout_s: float = 1.0) -> dict:
+def status(ping_timeout_s: float = 1.0, with_workers: bool = True) -> dict:
     """The system as PostgreSQL and Redis see it. Redis down is when an operator looks most: its
     part (queues, workers) is then None and `redis` says why, and the rest is still shown."""
     queues: dict | None = {}
@@ -70,7 +70,7 @@ def status(ping_timeout_s: float = 1.0) -> dict:
         "summaries": {**{s: by_status.get(s, 0) for s in ("queued", "in-progress", "completed", "failed")},
                       "oldest_queued_age_s": _age_s(oldest_queued), "expired_leases": expired},
         "deliveries": {s: deliveries.get(s, 0) for s in ("pending", "delivered", "failed")},
-        "workers": workers(ping_timeout_s) if queues is not None else None,
+        "workers": workers(ping_timeout_s) if queues is not None and with_workers else None,
     }
 
 

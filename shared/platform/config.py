@@ -165,6 +165,15 @@ def _log_format(env: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _header_name(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not all(ch.isascii() and (ch.isalnum() or ch == "-") for ch in raw):
+        raise SettingError(f"{name} must be a header name (letters, digits and -), got {raw!r}")
+    return raw
+
+
 def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     try:
         return tuple(ipaddress.ip_network(part.strip(), strict=False)
@@ -429,6 +438,21 @@ class Settings:
     database_idle_in_transaction_timeout_ms: int = setting(
         "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", timeout_ms(60_000),
         "PostgreSQL closes a connection idle this long inside a transaction")
+    # The operators' console (console/): sessions, sign-in limits, a proxy's single sign-on, bulk redelivery.
+    console_session_idle_s: int = setting("CONSOLE_SESSION_IDLE_S", integer(30 * 60, 60),
+                                          "a console session unused this long ends")
+    console_session_max_s: int = setting("CONSOLE_SESSION_MAX_S", integer(12 * 3600, 60),
+                                         "a console session ends this long after sign-in, used or not")
+    console_sign_in_limit: int = setting("CONSOLE_SIGN_IN_LIMIT", integer(5),
+                                         "failed console sign-ins per user per 15 minutes (4x that per address)")
+    console_trusted_user_header: str | None = setting(
+        "CONSOLE_TRUSTED_USER_HEADER", lambda env, name, _: _header_name(env, name),
+        "the header a single sign-on proxy names the console user in (e.g. X-Forwarded-User)")
+    console_trusted_proxies: tuple = setting(
+        "CONSOLE_TRUSTED_PROXIES", lambda env, name, _: _networks(env, name),
+        "CIDRs of those proxies: the header is believed from these addresses only", default="")
+    console_redelivery_max_rate: float = setting("CONSOLE_REDELIVERY_MAX_RATE", number(20.0, 0.1, 1000),
+                                                 "the console's bulk redelivery sends at most this many a second")
     migration_database_url: str | None = setting(
         "MIGRATION_DATABASE_URL", server_url(*POSTGRES_SCHEMES),
         "`summaries migrate` connects here when set (past PgBouncer)", secret=True)

@@ -60,3 +60,20 @@ def problem(settings: Settings, name: str, max_age_s: float) -> str | None:
     if age_s > max_age_s:
         return f"{name}: last heartbeat {age_s:.0f}s ago (more than {max_age_s:g}s)"
     return None
+
+
+# The scheduler seen from anywhere: the sweep it sends every SWEEP_INTERVAL_S records when a worker ran
+# it, in Redis (the heartbeat files above are one machine's). The console reads it.
+LAST_SWEEP_KEY = "cfs:scheduler:last-sweep"
+
+
+def record_sweep(redis) -> None:
+    redis.set(LAST_SWEEP_KEY, f"{time.time():.3f}", ex=24 * 3600)
+
+
+def last_sweep_age_s(redis) -> float | None:
+    raw = redis.get(LAST_SWEEP_KEY)
+    try:
+        return None if raw is None else max(0.0, time.time() - float(raw))
+    except ValueError:
+        return None

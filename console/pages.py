@@ -1,0 +1,147 @@
+"""The console's pages (GET): each reads through shared/operator/views.py (what the CLI shows too) or
+console/queries.py and console/charts.py (what only the console shows), and renders a template."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from urllib.parse import urlencode
+
+from console import charts, queries
+from console.queries import Filters
+from console.web import HttpError, Response
+from shared.operator import actions, views
+from shared.platform import heartbeat
+from shared.platform.config import get_settings
+from shared.platform.queue import get_redis
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, dt.datetime) else "-"
+
+
+def _ago(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _since(value) -> str:
+    return "-" if value is None else _ago((dt.datetime.now(dt.timezone.utc) - value).total_seconds()) + " ago"
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+FILTERS = {"when": _when, "ago": _ago, "since": _since, "percent": _percent, "number": _number,
+           "urlencode": lambda values: urlencode(values)}
+
+# Workers answer a ping within a second; the overview asks at most every WORKERS_TTL_S per process,
+# and waits only PING_TIMEOUT_S: a page must not wait a second for the slowest worker each time.
+WORKERS_TTL_S, PING_TIMEOUT_S = 10.0, 0.3
+_workers_cache: dict = {"at": 0.0, "value": None}
+
+
+def _workers():
+    if time.monotonic() - _workers_cache["at"] > WORKERS_TTL_S:
+        try:
+            _workers_cache["value"] = views.workers(PING_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - Redis down: shown as unknown, the rest of the page stands
+            _workers_cache["value"] = None
+        _workers_cache["at"] = time.monotonic()
+    return _workers_cache["value"]
+
+
+def _scheduler() -> dict:
+    interval = get_settings().sweep_interval_s
+    try:
+        age = heartbeat.last_sweep_age_s(get_redis())
+    except Exception:  # noqa: BLE001
+        return {"alive": None, "age_s": None, "interval_s": interval}
+    return {"alive": age is not None and age < 3 * interval + 10, "age_s": age, "interval_s": interval}
+
+
+def overview(console, request) -> Response:
+    range_name = request.query.get("range", "24h")
+    if range_name not in charts.RANGES:
+        raise HttpError(400, "range is 24h or 7d")
+    state = views.status(ping_timeout_s=PING_TIMEOUT_S, with_workers=False)
+    state["workers"] = _workers() if state["queues"] is not None else None
+    return console.render(request, "overview.html", state=state, scheduler=_scheduler(),
+                          charts=charts.charts(range_name), range_name=range_name, ranges=list(charts.RANGES),
+                          refresh=request.query.get("refresh") == "1")
+
+
+def _list(console, request, template: str, statuses: tuple[str, ...], lister, **extra) -> Response:
+    filters = Filters.from_query(request.query, statuses)
+    rows, next_cursor = lister(filters, request.query.get("before", ""))
+    return console.render(request, template, rows=rows, filters=filters, statuses=statuses,
+                          next_query={**filters.query(), "before": next_cursor} if next_cursor else None,
+                          first_page=not request.query.get("before"), **extra)
+
+
+def summaries(console, request) -> Response:
+    return _list(console, request, "summaries.html", queries.STATUSES, queries.summaries)
+
+
+def deliveries(console, request) -> Response:
+    return _list(console, request, "deliveries.html", queries.STATES, queries.deliveries)
+
+
+def summary(console, request, sid: str) -> Response:
+    found = views.show(sid)
+    if found is None:
+        raise HttpError(404, f"There is no summary {sid}.")
+    return console.render(request, "summary.html", summary=found)
+
+
+def destinations(console, request) -> Response:
+    rows = charts.destinations(24)[:200]
+    details = queries.destination_details([row["host"] for row in rows])
+    circuits, circuits_problem = queries.circuits()
+    return console.render(request, "destinations.html", rows=rows, details=details, circuits=circuits,
+                          circuits_problem=circuits_problem)
+
+
+def accounts(console, request) -> Response:
+    rows, next_cursor = queries.accounts(request.query.get("before", ""))
+    return console.render(request, "accounts.html", rows=rows, next_cursor=next_cursor)
+
+
+def account(console, request, sid: str) -> Response:
+    found = queries.account(sid)
+    if found is None:
+        raise HttpError(404, f"There is no account {sid}.")
+    return console.render(request, "account.html", account=found)
+
+
+def purge(console, request) -> Response:
+    raw = request.query.get("days", "").strip()
+    count = None
+    days = None
+    if raw:
+        try:
+            days = float(raw)
+        except ValueError:
+            raise HttpError(400, "days must be a number") from None
+        if not 0 < days < 100_000:
+            raise HttpError(400, "days must be more than 0")
+        count = len(actions.purgeable(days))
+    return console.render(request, "purge.html", days=days, count=count)
+
+
+def sign_in(console, request) -> Response:
+    if request.user is not None:
+        from console.app import safe_next
+
+        return Response(303, b"", headers=[("Location", safe_next(request.query.get("next")))])
+    return console.render(request, "sign_in.html", next=request.query.get("next", "/"), failed=None)
