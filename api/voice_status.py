@@ -6,7 +6,8 @@ Give Twilio this URL as a call's or a number's `StatusCallback`, with the events
 request counts only when `X-Twilio-Signature` is Twilio's signature keyed with the auth token of
 its `AccountSid`; anything else is a 403 that stores nothing. A valid one costs one statement (and
 a lookup of the account's tokens first, the first time a process sees the account or after its
-tokens changed), and enqueues nothing.
+tokens changed; and, once a minute per account, a note of its arrival for the console), and enqueues
+nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import time
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -150,6 +152,26 @@ def _start_time(request: Request) -> dt.datetime:
     return moment if storable(moment) else arrived
 
 
+# When each account's last status callback arrived, for the console (its accounts page): written at
+# most once a minute per account by each process, so the hot path keeps its one statement otherwise.
+NOTE_ACTIVITY = text("""
+INSERT INTO account_activity (account_sid, last_voice_status_at) VALUES (:account, now())
+ON CONFLICT (account_sid) DO UPDATE SET last_voice_status_at = excluded.last_voice_status_at
+WHERE account_activity.last_voice_status_at < excluded.last_voice_status_at""")
+ACTIVITY_EVERY_S = 60.0
+_activity_noted: dict[str, float] = {}
+
+
+def _note_activity(request: Request, account_sid: str) -> None:
+    now = time.monotonic()
+    if now - _activity_noted.get(account_sid, -ACTIVITY_EVERY_S) < ACTIVITY_EVERY_S:
+        return
+    if len(_activity_noted) > 100_000:  # a bound on the memory, whatever the number of accounts
+        _activity_noted.clear()
+    _activity_noted[account_sid] = now
+    request.connection.execute(NOTE_ACTIVITY, {"account": account_sid})
+
+
 def ingest(request: Request) -> Response:
     # One statement on the request's autocommit connection (no BEGIN and COMMIT round trips, no ORM
     # session) when this process has the account's tokens from an earlier request; else a lookup first.
@@ -164,6 +186,7 @@ def ingest(request: Request) -> Response:
     if signer is not None:
         values = {"sid": call_sid, "account": account_sid, "start": _start_time(request), "ciphertext": signer}
         if request.connection.execute(RECORD_CALL_IF_SIGNED, values).scalar():
+            _note_activity(request, account_sid)
             return Response(204)
         # The token changed (or the account is gone) since this process read it: read it again.
     tokens = _read_tokens(request, account_sid)
@@ -173,6 +196,8 @@ def ingest(request: Request) -> Response:
     if not is_sid(call_sid, CALL):
         # Signed, so from Twilio (or the account itself), and nothing either could fix by retrying.
         log.warning("status callback without a usable CallSid; nothing recorded", extra={"account_sid": account_sid})
+        _note_activity(request, account_sid)
         return Response(204)
     request.connection.execute(RECORD_CALL, {"sid": call_sid, "account": account_sid, "start": _start_time(request)})
+    _note_activity(request, account_sid)
     return Response(204)

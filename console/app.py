@@ -90,11 +90,11 @@ class Console:
         self.settings = settings or get_settings()
         self.templates = templates()
 
-    def render(self, request: Request, name: str, status: int = 200, **context) -> Response:
+    def render(self, request: Request, name: str, code: int = 200, **context) -> Response:
         body = self.templates.get_template(name).render(user=request.user, csrf=request.session.csrf
                                                         if request.session else "", path=request.path,
                                                         query=request.query, **context)
-        return Response(status, body.encode("utf-8"))
+        return Response(code, body.encode("utf-8"))
 
     def stream(self, request: Request, name: str, **context) -> Response:
         """A page sent as it is rendered: a long action's progress reaches the browser line by line."""
@@ -105,7 +105,13 @@ class Console:
     def __call__(self, environ: dict, start_response):
         request = None
         try:
-            request = Request.from_environ(environ)
+            try:
+                request = Request.from_environ(environ)
+            except HttpError:
+                # Unreadable parameters: the error page still has the session's user and token.
+                request = Request.bare(environ)
+                request.session = sessions.read(request.cookies.get(sessions.COOKIE), self.settings)
+                raise
             response = self.respond(request)
         except HttpError as error:
             response = self.error_page(request, error.status, error.message)

@@ -43,6 +43,13 @@ class Request:
     user: Any = None  # shared.operator.users.User, when signed in
 
     @classmethod
+    def bare(cls, environ: dict) -> Request:
+        """The request without its parameters (they could not be read), for the error page."""
+        request = cls(environ, environ.get("REQUEST_METHOD", "GET").upper(), "/", {})
+        request.cookies = _cookies(environ)
+        return request
+
+    @classmethod
     def from_environ(cls, environ: dict) -> Request:
         try:
             path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8")
@@ -50,12 +57,7 @@ class Request:
             raise HttpError(400, "The path is not UTF-8") from None
         request = cls(environ, environ.get("REQUEST_METHOD", "GET").upper(), path or "/",
                       _parse(environ.get("QUERY_STRING", "")))
-        cookie = SimpleCookie()
-        try:
-            cookie.load(environ.get("HTTP_COOKIE", ""))
-        except CookieError:
-            pass  # a cookie we cannot read is one we did not set
-        request.cookies = {name: morsel.value for name, morsel in cookie.items()}
+        request.cookies = _cookies(environ)
         if request.method == "POST":
             request.form = _parse(_form_text(environ)) if _is_form(environ) else {}
         return request
@@ -70,6 +72,15 @@ class Request:
     @property
     def secure(self) -> bool:
         return self.environ.get("wsgi.url_scheme") == "https"
+
+
+def _cookies(environ: dict) -> dict[str, str]:
+    cookie = SimpleCookie()
+    try:
+        cookie.load(environ.get("HTTP_COOKIE", ""))
+    except CookieError:
+        pass  # a cookie we cannot read is one we did not set
+    return {name: morsel.value for name, morsel in cookie.items()}
 
 
 def _is_form(environ: dict) -> bool:

@@ -79,8 +79,12 @@ class ConsoleClient:
         return self.request("POST", path, form, **kwargs)
 
     def sign_in(self, name: str, password: str = PASSWORD) -> Page:
+        """Sign in through the form; then, as a browser does, load the page it leads to (its token)."""
         self.get("/sign-in")
-        return self.post("/sign-in", {"name": name, "password": password})
+        page = self.post("/sign-in", {"name": name, "password": password})
+        if page.status == 303:
+            self.get(page.location)
+        return page
 
 
 def make_user(engine, name: str, role: str, password: str | None = PASSWORD) -> None:

@@ -1,13 +1,23 @@
-"""The console in process: sign-in, sessions and CSRF, roles, each page, each action, and what it
-shows from outside (as text). The browser tests (tests/test_console_browser.py) drive the same
-pages in Chromium."""
+"""The console in process: sign-in, sessions and CSRF, roles, each page, each action, and what came
+from outside shown as text. The browser tests (tests/test_console_browser.py) drive the same pages in
+Chromium; the bench times them on a million summaries."""
 
 from __future__ import annotations
 
-import pytest
+import datetime as dt
+import html
+import re
 
-from tests.console_client import ConsoleClient, make_user
-from tests.support import summary_in
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from shared.models import CallbackDelivery, ConsoleUser, FeedbackSummary, SummaryEvent
+from tests.console_client import PASSWORD, ConsoleClient, make_user
+from tests.support import backdate, summary_in
+
+PAGES = ("/", "/?range=7d", "/summaries", "/summaries?status=failed", "/deliveries", "/deliveries?status=failed",
+         "/destinations", "/accounts", "/purge", "/purge?days=1")
 
 
 @pytest.fixture
@@ -25,9 +35,319 @@ def operator(console, engine):
     return client
 
 
+@pytest.fixture
+def viewer(console, engine):
+    make_user(engine, "victor", "viewer")
+    client = ConsoleClient(console)
+    assert client.sign_in("victor").status == 303
+    return client
+
+
+def status_of(engine, sid: str) -> str:
+    with Session(engine) as session:
+        return session.get(FeedbackSummary, sid).status
+
+
+def delivery_for(engine, account, state: str, host: str = "hooks.example.com", excerpt: str | None = "ok") -> str:
+    """A summary whose callback went to `host` and ended `state`, as the callbacks worker records it."""
+    from cli.demo import _attempts
+    from shared.platform.config import get_settings
+
+    sid = summary_in(engine, account, "completed", status_callback=f"https://{host}/cb")
+    outcome = {"delivered": ("delivered", 200, None, excerpt), "failed": ("failed", 500, None, excerpt)}[state]
+    _attempts(engine, sid, get_settings(), [outcome])
+    return sid
+
+
 def test_every_page_renders_for_a_signed_in_operator(operator, engine, account):
     sid = summary_in(engine, account, "failed")
-    for path in ("/", "/?range=7d", "/summaries", "/summaries?status=failed", f"/summaries/{sid}", "/deliveries",
-                 "/destinations", "/accounts", f"/accounts/{account.sid}", "/purge", "/purge?days=1"):
+    delivery_for(engine, account, "failed")
+    for path in (*PAGES, f"/summaries/{sid}", f"/accounts/{account.sid}"):
         page = operator.get(path)
         assert page.status == 200, (path, page.body[:2000])
+
+
+def test_without_a_session_a_page_sends_to_sign_in_and_back_and_a_post_is_refused(console, engine, account):
+    make_user(engine, "olivia", "operator")
+    client = ConsoleClient(console)
+    page = client.get("/summaries?status=failed")
+    assert page.status == 303 and page.location == "/sign-in?next=%2Fsummaries%3Fstatus%3Dfailed"
+    sid = summary_in(engine, account, "failed")
+    client.get("/sign-in")
+    assert client.post(f"/summaries/{sid}/retry").status == 403
+    assert status_of(engine, sid) == "failed"
+    client.get(page.location)
+    signed_in = client.post("/sign-in", {"name": "olivia", "password": PASSWORD, "next": "/summaries?status=failed"})
+    assert signed_in.status == 303 and signed_in.location == "/summaries?status=failed"
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example/", "javascript:alert(1)",
+                                    "/%0d%0aSet-Cookie:x=1", " /x", "http:/evil.example"])
+def test_sign_in_never_redirects_to_another_site(console, engine, target):
+    make_user(engine, "olivia", "operator")
+    client = ConsoleClient(console)
+    client.get("/sign-in")
+    page = client.post("/sign-in", {"name": "olivia", "password": PASSWORD, "next": target})
+    assert page.status == 303
+    assert page.location.startswith("/") and not page.location.startswith(("//", "/\\"))
+    assert "\r" not in page.location and "\n" not in page.location and "evil" not in page.location.split("?")[0][:2]
+
+
+def test_a_wrong_password_is_refused_and_sign_ins_are_limited_per_user_and_per_address(console, engine, settings_env):
+    settings_env(CONSOLE_SIGN_IN_LIMIT="3")
+    make_user(engine, "olivia", "operator")
+    make_user(engine, "oscar", "operator")
+    client = ConsoleClient(console.__class__())
+    for _ in range(3):
+        assert client.sign_in("olivia", "wrong password!").status == 401
+    limited = client.sign_in("olivia")  # the right password, but the user is over the limit
+    assert limited.status == 429 and "Too many failed sign-ins" in limited.body
+    assert ConsoleClient(client.app, remote_addr="10.0.0.9").sign_in("olivia").status == 429  # per user, any address
+    assert client.sign_in("oscar").status == 303  # another user from the same address still may
+    # Per address: 4 x the limit, whichever names are tried.
+    attacker = ConsoleClient(client.app, remote_addr="10.0.0.66")
+    for number in range(12):
+        attacker.sign_in(f"nobody{number}", "guess guess guess")
+    assert attacker.sign_in("oscar").status == 429
+
+
+def test_an_unknown_name_and_a_wrong_password_read_the_same(console, engine):
+    make_user(engine, "olivia", "operator")
+    client = ConsoleClient(console)
+    unknown, wrong = client.sign_in("mallory", "whatever123456"), client.sign_in("olivia", "whatever123456")
+    assert unknown.status == wrong.status == 401
+    assert "Wrong name or password." in unknown.body and "Wrong name or password." in wrong.body
+
+
+def test_a_post_without_the_csrf_token_or_from_another_site_changes_nothing(operator, engine, account):
+    sid = summary_in(engine, account, "failed")
+    assert operator.post(f"/summaries/{sid}/retry", csrf=False).status == 403
+    assert operator.post(f"/summaries/{sid}/retry", {"csrf": "forged"}).status == 403
+    assert operator.post(f"/summaries/{sid}/retry", headers={"Origin": "https://evil.example"}).status == 403
+    assert status_of(engine, sid) == "failed"
+    assert operator.post(f"/summaries/{sid}/retry").status == 303
+    assert status_of(engine, sid) == "queued"
+
+
+def test_an_operator_retries_and_the_timeline_names_the_console_user(operator, engine, account):
+    sid = summary_in(engine, account, "failed")
+    page = operator.get(f"/summaries/{sid}")
+    assert "Retry this summary" in page.body
+    done = operator.post(f"/summaries/{sid}/retry")
+    assert done.status == 303 and done.location.startswith(f"/summaries/{sid}?done=")
+    assert "retry: queued" in operator.get(done.location).body
+    with Session(engine) as session:
+        kinds = [(e.kind, e.actor) for e in session.scalars(select(SummaryEvent).where(SummaryEvent.summary_sid == sid))]
+    assert ("queued", "console:olivia") in kinds
+
+
+def test_a_viewer_sees_everything_but_acts_on_nothing(viewer, engine, account, redis_client):
+    failed = summary_in(engine, account, "failed")
+    finished = delivery_for(engine, account, "failed")
+    for path in PAGES:
+        assert viewer.get(path).status == 200, path
+    page = viewer.get(f"/summaries/{failed}")
+    assert "Retry this summary" not in page.body and "Redeliver every" not in viewer.get("/deliveries?status=failed").body
+    before = {sid: status_of(engine, sid) for sid in (failed, finished)}
+    for path, form in ((f"/summaries/{failed}/retry", {}), (f"/summaries/{finished}/redeliver", {}),
+                       ("/deliveries/redeliver", {"status": "failed"}), ("/deliveries/redeliver/send", {"status": "failed"}),
+                       ("/circuits/close", {"account": account.sid, "address": "203.0.113.7"}),
+                       ("/purge", {"days": "0.0001", "count": "1"})):
+        refused = viewer.post(path, form)
+        assert refused.status == 403 and "nothing was changed" in refused.body, path
+    assert {sid: status_of(engine, sid) for sid in (failed, finished)} == before
+    with Session(engine) as session:
+        assert session.get(CallbackDelivery, finished).state == "failed"
+
+
+def test_every_answer_carries_the_security_headers_and_the_cookie_its_flags(operator, console):
+    for path in (*PAGES, "/sign-in", "/no-such-page", "/static/console.css"):
+        page = operator.get(path)
+        csp = page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp, path
+        assert page.headers["X-Frame-Options"] == "DENY" and page.headers["X-Content-Type-Options"] == "nosniff"
+    fresh = ConsoleClient(console)
+    captured = {}
+
+    def start_response(status, headers):
+        captured["cookie"] = dict(headers)["Set-Cookie"]
+
+    console({"REQUEST_METHOD": "GET", "PATH_INFO": "/sign-in", "QUERY_STRING": "", "wsgi.url_scheme": "https",
+             "wsgi.input": None, "REMOTE_ADDR": "127.0.0.1"}, start_response)
+    assert {"HttpOnly", "SameSite=Strict", "Secure", "Path=/"} <= {part.strip() for part in captured["cookie"].split(";")}
+    assert "Secure" not in fresh.get("/sign-in").headers["Set-Cookie"]  # plain HTTP (loopback): no Secure flag
+
+
+def test_a_page_has_no_inline_script_and_its_own_static_files(operator):
+    page = operator.get("/")
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.body, re.S)
+    assert scripts and all('src="/static/' in attributes and not body.strip() for attributes, body in scripts)
+    assert not re.search(r"\son[a-z]+=", page.body)  # no inline event handlers either
+    assert not re.search(r'(src|href)="(https?:)?//', page.body)
+    for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
+        served = operator.get(f"/static/{name}")
+        assert served.status == 200 and served.headers["Content-Type"].startswith(kind)
+    for hostile in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/.hidden", "/static/"):
+        assert operator.get(hostile).status == 404
+
+
+def test_a_session_ends_when_idle_when_too_old_and_when_its_user_is_deleted(console, engine, monkeypatch):
+    import console.sessions as sessions
+    import itsdangerous.timed
+
+    make_user(engine, "olivia", "operator")
+    client = ConsoleClient(console)
+    client.sign_in("olivia")
+    assert client.get("/").status == 200
+    real = itsdangerous.timed.time.time
+    idle = console.settings.console_session_idle_s
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() + idle + 5)
+    assert client.get("/").status == 303  # idle too long: signed out
+    monkeypatch.undo()
+
+    client.sign_in("olivia")
+    cookie = client.cookie
+    monkeypatch.setattr(sessions.time, "time", lambda: real() + console.settings.console_session_max_s + 5)
+    assert client.get("/").status == 303  # in use, but signed in too long ago
+    monkeypatch.undo()
+
+    client.cookie = cookie
+    assert client.get("/").status == 200
+    with Session(engine) as session:
+        session.delete(session.get(ConsoleUser, "olivia"))
+        session.commit()
+    assert client.get("/").status == 303
+
+
+def test_signing_out_ends_the_session(operator):
+    assert operator.post("/sign-out").status == 303
+    assert operator.get("/").status == 303
+
+
+def test_a_trusted_proxy_names_the_user_and_nobody_else_can(engine, settings_env, redis_client):
+    from console.app import Console
+
+    settings_env(CONSOLE_TRUSTED_USER_HEADER="X-Forwarded-User", CONSOLE_TRUSTED_PROXIES="10.1.0.0/16")
+    make_user(engine, "sso-olivia", "operator", password=None)
+    console = Console()
+    proxied = ConsoleClient(console, remote_addr="10.1.2.3")
+    assert proxied.get("/", headers={"X-Forwarded-User": "sso-olivia"}).status == 200
+    assert proxied.get("/", headers={"X-Forwarded-User": "nobody"}).status == 403
+    direct = ConsoleClient(console, remote_addr="192.0.2.10")
+    assert direct.get("/", headers={"X-Forwarded-User": "sso-olivia"}).status == 303  # not from a proxy: not believed
+    assert direct.sign_in("sso-olivia", "").status == 401  # no password: signs in only through the proxy
+
+
+def test_secrets_appear_nowhere(operator, engine, account):
+    sid = delivery_for(engine, account, "failed")
+    with Session(engine) as session:
+        password_hash = session.get(ConsoleUser, "olivia").password_hash
+    bodies = "".join(operator.get(path).body for path in (*PAGES, f"/summaries/{sid}", f"/accounts/{account.sid}"))
+    assert account.auth_token not in bodies and password_hash not in bodies and "scrypt$" not in bodies
+
+
+def test_what_came_from_outside_is_shown_as_text(operator, engine, account):
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    sid = delivery_for(engine, account, "failed", host="hooks.example.com", excerpt=hostile)
+    failed = summary_in(engine, account, "failed", reason=hostile)
+    for path in (f"/summaries/{sid}", f"/summaries/{failed}", "/summaries?status=failed"):
+        body = operator.get(path).body
+        assert "<script>alert" not in body and "<img src=x" not in body, path
+        assert html.escape(hostile, quote=False) in body or html.escape(hostile) in body, path
+
+
+def test_lists_page_newest_first_by_keyset_with_filters_in_the_url(operator, engine, account):
+    sids = [summary_in(engine, account, "failed") for _ in range(55)]
+    first = operator.get(f"/summaries?status=failed&account={account.sid}")
+    shown = re.findall(r'href="/summaries/(FS\w+)"', first.body)
+    assert len(shown) == 50 and set(shown) <= set(sids)
+    older = html.unescape(re.search(r'rel="next" href="([^"]+)"', first.body).group(1))
+    assert "status=failed" in older and f"account={account.sid}" in older
+    second = re.findall(r'href="/summaries/(FS\w+)"', operator.get(older).body)
+    assert len(second) == 5 and not set(second) & set(shown) and set(shown) | set(second) == set(sids)
+    assert "End of the list" in operator.get(older).body
+
+
+@pytest.mark.parametrize("query", ["status=bogus", "account=ACnope", "sid=FS1", "since=yesterday",
+                                   "before=2024-01-01T00:00:00~nope", "status=failed&status=queued"])
+def test_a_filter_that_cannot_be_read_is_a_400_that_says_why(operator, query):
+    page = operator.get(f"/summaries?{query}")
+    assert page.status == 400 and 'class="problem"' in page.body
+
+
+def test_the_bulk_redelivery_shows_its_dry_run_then_sends_each_again(operator, engine, account):
+    failing = [delivery_for(engine, account, "failed", host="down.example.com") for _ in range(3)]
+    delivery_for(engine, account, "failed", host="other.example.com")
+    plan = operator.post("/deliveries/redeliver", {"status": "failed", "host": "down.example.com"})
+    assert plan.status == 200 and "<strong>3</strong> failed deliveries match" in plan.body
+    assert all(sid in plan.body for sid in failing)
+    with Session(engine) as session:
+        assert {d.state for d in session.scalars(select(CallbackDelivery))} == {"failed"}  # a dry run sends nothing
+    sent = operator.post("/deliveries/redeliver/send", {"status": "failed", "host": "down.example.com", "rate": "20"})
+    assert sent.status == 200 and sent.body.count("<span class=\"ok\">sent again") == 3 and 'id="finished"' in sent.body
+    with Session(engine) as session:
+        states = {d.summary_sid: d.state for d in session.scalars(select(CallbackDelivery))}
+        actors = set(session.scalars(select(SummaryEvent.actor).where(SummaryEvent.kind == "callback redelivered")))
+    assert {states[sid] for sid in failing} == {"pending"} and list(states.values()).count("failed") == 1
+    assert actors == {"console:olivia"}
+
+
+def test_a_bulk_redelivery_refuses_a_rate_over_the_cap(operator, engine, account):
+    delivery_for(engine, account, "failed")
+    refused = operator.post("/deliveries/redeliver/send", {"status": "failed", "rate": "100000"})
+    assert refused.status == 400 and "CONSOLE_REDELIVERY_MAX_RATE" in refused.body
+
+
+def test_closing_a_circuit_from_the_destinations_page(operator, account, redis_client):
+    from shared.callbacks.circuit import CircuitBreaker
+
+    breaker = CircuitBreaker(redis_client, 2, 300, 15)
+    key = f"{account.sid}:203.0.113.7"
+    breaker.record_failure(key)
+    breaker.record_failure(key)
+    page = operator.get("/destinations")
+    assert "203.0.113.7" in page.body and ">open<" in page.body
+    done = operator.post("/circuits/close", {"account": account.sid, "address": "203.0.113.7"})
+    assert done.status == 303 and not breaker.is_open(key)
+    assert "Every circuit is closed." in operator.get("/destinations").body
+
+
+def test_purge_deletes_what_it_counted_and_nothing_when_the_count_moved(operator, engine, account):
+    old = [summary_in(engine, account, "failed") for _ in range(2)]
+    backdate(engine, "feedback_summaries", old, days=10)
+    recent = summary_in(engine, account, "failed")
+    assert "<strong>2</strong> failed summaries" in operator.get("/purge?days=7").body
+    moved = operator.post("/purge", {"days": "7", "count": "5"})
+    assert moved.status == 303 and moved.location == "/purge?days=7"
+    assert operator.post("/purge", {"days": "7", "count": "2"}).status == 303
+    with Session(engine) as session:
+        left = set(session.scalars(select(FeedbackSummary.sid)))
+    assert left == {recent}
+
+
+def test_the_charts_count_by_hour_and_keep_finished_hours(operator, engine, account):
+    from console import charts
+
+    for _ in range(3):
+        summary_in(engine, account, "completed")
+    summary_in(engine, account, "failed")
+    now = dt.datetime.now(dt.timezone.utc)
+    hours = dict(charts.hourly(24, now))
+    current = now.replace(minute=0, second=0, microsecond=0)
+    assert hours[current]["summaries.created"] == 4 and hours[current]["summaries.completed"] == 3
+    assert hours[current]["summaries.failed"] == 1 and hours[current]["duration.p50"] >= 0
+    later = dict(charts.hourly(24, now + dt.timedelta(hours=2)))  # that hour is over: computed once, kept
+    assert later[current]["summaries.created"] == 4
+    with engine.connect() as connection:
+        kept = dict(connection.execute(text("SELECT metric, value FROM console_chart_hours WHERE hour = :h"),
+                                       {"h": current}).all())
+    assert kept["summaries.created"] == 4 and "computed" in kept
+
+
+def test_the_account_page_shows_its_days_and_its_last_status_callback(operator, engine, account, client):
+    from tests.test_live_traffic import T0, event, post_event
+
+    assert "never arrived" in operator.get(f"/accounts/{account.sid}").body
+    assert post_event(client, event(account, "CA" + "1" * 32, "completed", T0, 1), account.auth_token).status == 204
+    page = operator.get(f"/accounts/{account.sid}")
+    assert "never arrived" not in page.body and "ago" in page.body
