@@ -81,7 +81,7 @@ def _attempts(engine: Engine, sid: str, settings: Settings, outcomes: list[tuple
 
 def add_demo_data(engine: Engine, demo: Account, sub: Account, settings: Settings) -> None:
     with engine.begin() as connection:
-        for status in ("completed", "completed", "completed", "queued"):
+        for status in ("completed", "completed", "completed"):
             _summary(connection, demo.sid, status)
         _summary(connection, demo.sid, "failed", reason="the database cancelled the aggregate (statement timeout)")
         delivered = _summary(connection, demo.sid, "completed", f"https://{WORKING_HOST}/summaries")

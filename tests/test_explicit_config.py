@@ -258,7 +258,8 @@ def test_the_readme_table_is_the_declared_settings():
         first, rest = line.split("|")[1], "|".join(line.split("|")[2:])
         for variable in re.findall(r"`([A-Z_0-9]+)`", first):
             rows[variable] = rest
-    procfile_only = {"PORT", "WEB_CONCURRENCY", "WORKER_CONCURRENCY", "CALLBACK_CONCURRENCY"}
+    procfile_only = {"PORT", "WEB_CONCURRENCY", "WORKER_CONCURRENCY", "CALLBACK_CONCURRENCY", "CONSOLE_HOST",
+                     "CONSOLE_PORT"}
     variables = {variable for variable, _, _ in declared()}
     assert set(rows) - procfile_only == variables, (set(rows) - procfile_only ^ variables)
     for variable, default, _ in declared():

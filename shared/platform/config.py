@@ -450,7 +450,7 @@ class Settings:
         "the header a single sign-on proxy names the console user in (e.g. X-Forwarded-User)")
     console_trusted_proxies: tuple = setting(
         "CONSOLE_TRUSTED_PROXIES", lambda env, name, _: _networks(env, name),
-        "CIDRs of those proxies: the header is believed from these addresses only", default="")
+        "CIDRs of those proxies: the header is believed from these addresses only")
     console_redelivery_max_rate: float = setting("CONSOLE_REDELIVERY_MAX_RATE", number(20.0, 0.1, 1000),
                                                  "the console's bulk redelivery sends at most this many a second")
     migration_database_url: str | None = setting(
