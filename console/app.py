@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import re
+import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote, urlsplit
@@ -103,6 +104,7 @@ class Console:
         return Response(200, (chunk.encode("utf-8") for chunk in chunks))
 
     def __call__(self, environ: dict, start_response):
+        started = time.perf_counter()
         request = None
         try:
             try:
@@ -129,6 +131,11 @@ class Console:
         if request is not None and request.session is not None and request.session.fresh:
             headers.append(sessions.cookie_header(request.session, request.secure, self.settings))
         start_response(response.status_line(), headers)
+        if not (request and request.path.startswith("/static/")) and environ.get("PATH_INFO") != "/healthz":
+            # The page's server time (a streamed page: until its first byte). Never the query string.
+            log.info("request", extra={"method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO", "")[:200],
+                                       "status": response.status, "user": request.user.name if request and request.user
+                                       else None, "duration_ms": round((time.perf_counter() - started) * 1000, 2)})
         body = response.body
         return [body] if isinstance(body, bytes) else body
 

@@ -116,3 +116,28 @@ def test_status_with_redis_down_shows_what_postgresql_knows(engine, redis_client
     found = json.loads(summaries("status", "--json", env=env).stdout)
     assert found["redis"].startswith("unreachable") and found["queues"] is None and found["workers"] is None
     assert found["summaries"]["queued"] == 0
+
+
+def test_console_users_are_created_with_a_password_from_stdin_listed_and_deleted(engine):
+    from shared.operator import users
+
+    made = summaries("console-users", "create", "alice", "--role", "operator", stdin="a long enough secret\n")
+    assert made.returncode == 0 and "console user alice created (operator)" in made.stdout, made.stderr
+    assert summaries("console-users", "create", "sso-bob", "--role", "viewer", "--no-password").returncode == 0
+    stored = scalar(engine, "SELECT password_hash FROM console_users WHERE name = 'alice'")
+    assert stored.startswith("scrypt$") and "a long enough secret" not in stored
+    assert users.password_matches("a long enough secret", stored) and not users.password_matches("other", stored)
+    listed = json.loads(summaries("console-users", "list", "--json").stdout)
+    assert [(u["name"], u["role"], u["password"]) for u in listed] == [("alice", "operator", True),
+                                                                       ("sso-bob", "viewer", False)]
+    assert "password_hash" not in summaries("console-users", "list", "--json").stdout
+
+    for args, stdin, message in ((["carol", "--role", "operator"], "short\n", "12 to 1024 characters"),
+                                 (["carol", "--role", "operator"], "", "no password"),
+                                 (["alice", "--role", "viewer"], "another long secret\n", "exists"),
+                                 (["bad name", "--role", "viewer"], "another long secret\n", "letters, digits")):
+        refused = summaries("console-users", "create", *args, stdin=stdin)
+        assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+    assert summaries("console-users", "delete", "alice").returncode == 0
+    assert summaries("console-users", "delete", "alice").returncode == 1
+    assert scalar(engine, "SELECT count(*) FROM console_users") == 1
