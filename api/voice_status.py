@@ -196,7 +196,6 @@ def ingest(request: Request) -> Response:
     if not is_sid(call_sid, CALL):
         # Signed, so from Twilio (or the account itself), and nothing either could fix by retrying.
         log.warning("status callback without a usable CallSid; nothing recorded", extra={"account_sid": account_sid})
-        _note_activity(request, account_sid)
         return Response(204)
     request.connection.execute(RECORD_CALL, {"sid": call_sid, "account": account_sid, "start": _start_time(request)})
     _note_activity(request, account_sid)

@@ -43,11 +43,25 @@ def ctrl_c(up: subprocess.Popen) -> int:
         raise
 
 
+def _console_page(base_url: str, name: str, password: str, path: str) -> str:
+    """Sign in to the console through its form, as a browser would (cookie and CSRF token), then GET path."""
+    import http.cookiejar
+    import urllib.parse
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    form = opener.open(f"{base_url}/sign-in", timeout=10).read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    data = urllib.parse.urlencode({"name": name, "password": password, "csrf": csrf, "next": path}).encode()
+    with opener.open(f"{base_url}/sign-in", data=data, timeout=10) as response:  # 303, followed
+        assert response.url == f"{base_url}{path}"
+        return response.read().decode()
+
+
 def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SUMMARIES_DATA_DIR")}
     port = free_port()
     up = subprocess.Popen([sys.executable, "-m", "cli.main", "--data-dir", str(tmp_path), "up", "--demo",
-                           "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           "--port", str(port), "--console-port", str(free_port())], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
@@ -84,6 +98,13 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
             engine.dispose()
         assert {name: done[name] for name in AGGREGATE_FIELDS} == expected
 
+        # The console, from the banner alone: its address and the demo operator's password sign in,
+        # and the demo's failing destination is there with its open circuit.
+        console = re.search(r"The operators' console is at (http://\S+)", output).group(1)
+        password = re.search(r"sign in as\s+demo, password (\S+) ", output).group(1)
+        destinations = _console_page(console, "demo", password, "/destinations")
+        assert "hooks.failing-customer.example" in destinations and ">open<" in destinations
+
         # Another command on this machine, given no DATABASE_URL, uses the servers `up` runs: it
         # finds the summary, and starts no server of its own.
         jobs = summaries_cli("--data-dir", str(tmp_path), "jobs", "--json", env=env)
@@ -92,10 +113,13 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
 
         # A worker that dies is started again; the next summary completes without anyone stepping in.
         def worker_pids() -> set[str]:
-            """The summaries worker's main process: the leader of its own process group."""
-            table = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
-            return {pid for pid, pgid, args in (line.split(None, 2) for line in table.splitlines())
-                    if pid == pgid and "worker.celery_app worker" in args and "summaries@" in args}
+            """This `up`'s summaries worker's main process: its child, the leader of its own process group
+            (another `up` on the machine, a test's or a person's, has its own)."""
+            table = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,pgid=,args="], capture_output=True,
+                                   text=True).stdout
+            return {pid for pid, ppid, pgid, args in (line.split(None, 3) for line in table.splitlines())
+                    if pid == pgid and ppid == str(up.pid) and "worker.celery_app worker" in args
+                    and "summaries@" in args}
 
         (killed,) = worker_pids()
         os.killpg(int(killed), signal.SIGKILL)
@@ -119,7 +143,7 @@ def test_up_on_a_fresh_machine_serves_the_printed_curl_and_stops_cleanly(tmp_pat
              what="every child of summaries up to be gone")
 
 
-PREFIXED = re.compile(r"^(web|worker|callbacks|scheduler) +\| \d\d:\d\d:\d\d \S")
+PREFIXED = re.compile(r"^(web|console|worker|callbacks|scheduler) +\| \d\d:\d\d:\d\d \S")
 
 
 def test_up_at_a_terminal_prints_one_prefixed_line_per_event_and_the_banner_last(tmp_path):
@@ -132,7 +156,7 @@ def test_up_at_a_terminal_prints_one_prefixed_line_per_event_and_the_banner_last
     port = free_port()
     leader, terminal = pty.openpty()
     up = subprocess.Popen([sys.executable, "-m", "cli.main", "--data-dir", str(tmp_path), "up", "--demo",
-                           "--port", str(port)], cwd=ROOT, env=env, stdin=terminal, stdout=terminal,
+                           "--port", str(port), "--console-port", str(free_port())], cwd=ROOT, env=env, stdin=terminal, stdout=terminal,
                           stderr=terminal, start_new_session=True)
     os.close(terminal)
     screen: list[bytes] = []
@@ -193,6 +217,6 @@ def test_up_at_a_terminal_prints_one_prefixed_line_per_event_and_the_banner_last
     for line in logs:
         assert PREFIXED.match(line), line
     for line in after[stopping + 1:]:  # the processes' goodbyes (Celery prints "Warm shutdown" untimed)
-        assert re.match(r"^(web|worker|callbacks|scheduler) +\| \S", line), line
+        assert re.match(r"^(web|console|worker|callbacks|scheduler) +\| \S", line), line
     assert any(line.startswith("web ") and "request method=POST " in line and "status=201" in line and
                f"summary_sid={created}" in line for line in logs), logs
