@@ -65,6 +65,16 @@ bench-quick: $(INSTALLED) ## the same, on a reduced dataset and shorter runs
 		{ echo "wrk is needed: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench --data-dir $(BENCH_DIR) --quick --output $(BENCH_DIR)/last-run.md
 
+# A demo `up` of its own (a fresh data directory, free ports) and Debian's headless chromium through
+# every page of the console: docs/console/*.png, shown in docs/console.md. As root with apt-get,
+# chromium and chromium-driver are installed first when missing.
+.PHONY: screenshots
+screenshots: $(INSTALLED) ## the console's pictures in docs/console/ (a demo system, headless chromium)
+	@{ test -x /usr/bin/chromium && test -x /usr/bin/chromedriver; } || \
+		{ test "$$(id -u)" = 0 && apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+		{ echo "chromium and chromedriver are needed: apt-get install chromium chromium-driver"; exit 1; }
+	$(BIN)/python docs/screenshots.py
+
 migrate: $(INSTALLED) ## apply database migrations to DATABASE_URL (or to the embedded server of a running `make run`)
 	$(BIN)/summaries migrate
 
