@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 
-from console import sessions
+from console import notices, sessions
 from console.queries import STATES, Filters
 from console.web import HttpError, Response, redirect
 from shared.operator import actions
@@ -26,7 +26,7 @@ def actor(request) -> str:
 
 
 def _back(location: str, message: str) -> Response:
-    return redirect(f"{location}?{urlencode({'done': message})}")
+    return redirect(f"{location}?{urlencode({'done': notices.write(message)})}")
 
 
 def retry(console, request, sid: str) -> Response:

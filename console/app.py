@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import OperationalError
 
-from console import acts, pages, sessions
+from console import acts, notices, pages, sessions
 from console.queries import BadFilter
 from console.web import HttpError, Request, Response, redirect
 from shared.errors import ActionRefused
@@ -94,13 +94,15 @@ class Console:
     def render(self, request: Request, name: str, code: int = 200, **context) -> Response:
         body = self.templates.get_template(name).render(user=request.user, csrf=request.session.csrf
                                                         if request.session else "", path=request.path,
-                                                        query=request.query, **context)
+                                                        query=request.query, notice=notices.read(request.query),
+                                                        **context)
         return Response(code, body.encode("utf-8"))
 
     def stream(self, request: Request, name: str, **context) -> Response:
         """A page sent as it is rendered: a long action's progress reaches the browser line by line."""
         chunks = self.templates.get_template(name).generate(user=request.user, csrf=request.session.csrf,
-                                                            path=request.path, query=request.query, **context)
+                                                            path=request.path, query=request.query, notice=None,
+                                                            **context)
         return Response(200, (chunk.encode("utf-8") for chunk in chunks))
 
     def __call__(self, environ: dict, start_response):
@@ -188,9 +190,9 @@ class Console:
         if not sessions.csrf_ok(request.session, request.form.get("csrf")):
             raise HttpError(403, "This form has expired or did not come from the console (no valid CSRF "
                                  "token); nothing was changed. Load the page again.")
-        origin = request.header("Origin")
-        host = request.header("Host")
-        if origin and origin != "null" and host and urlsplit(origin).netloc != host:
+        # The browser says where the form came from (Sec-Fetch-Site), whatever a proxy did to Host: a
+        # POST from another site, even a sibling subdomain, is refused before its token is looked at.
+        if request.header("Sec-Fetch-Site") in ("cross-site", "same-site"):
             raise HttpError(403, "This form came from another site; nothing was changed.")
 
 

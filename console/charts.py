@@ -115,10 +115,27 @@ class Chart:
         peak = max((v for s in self.series for v in s.values if v is not None), default=0)
         return peak or 1
 
-    def points(self, series: Series) -> str:
-        count = max(len(series.values) - 1, 1)
-        return " ".join(f"{n * self.width / count:.1f},{self.height - (v / self.top) * self.height:.1f}"
-                        for n, v in enumerate(series.values) if v is not None)
+    def _xy(self, n: int, value: float) -> tuple[float, float]:
+        count = max(len(self.labels) - 1, 1)
+        return round(n * self.width / count, 1), round(self.height - (value / self.top) * self.height, 1)
+
+    def segments(self, series: Series) -> list[str]:
+        """The polyline points of each run of hours with a value: an hour without one (no summary
+        completed, so no time measured) breaks the line instead of being bridged."""
+        runs, run = [], []
+        for n, value in enumerate(series.values):
+            if value is None:
+                runs, run = (runs + [run] if run else runs), []
+            else:
+                run.append(self._xy(n, value))
+        runs += [run] if run else []
+        return [" ".join(f"{x},{y}" for x, y in points) for points in runs if len(points) > 1]
+
+    def dots(self, series: Series) -> list[tuple[float, float]]:
+        """The hours with a value and no neighbour with one: a line of one point draws nothing."""
+        values = series.values
+        return [self._xy(n, v) for n, v in enumerate(values) if v is not None
+                and (n == 0 or values[n - 1] is None) and (n == len(values) - 1 or values[n + 1] is None)]
 
     def total(self, series: Series) -> float:
         return sum(v for v in series.values if v is not None)

@@ -42,7 +42,11 @@ def _number(value) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-FILTERS = {"when": _when, "ago": _ago, "since": _since, "percent": _percent, "number": _number,
+def _hour(value) -> str:
+    return value.strftime("%Y-%m-%d %H:00") if isinstance(value, dt.datetime) else "-"
+
+
+FILTERS = {"when": _when, "hour": _hour, "ago": _ago, "since": _since, "percent": _percent, "number": _number,
            "urlencode": lambda values: urlencode(values)}
 
 # Workers answer a ping within a second; the overview asks at most every WORKERS_TTL_S per process,
@@ -67,6 +71,7 @@ def _scheduler() -> dict:
         age = heartbeat.last_sweep_age_s(get_redis())
     except Exception:  # noqa: BLE001
         return {"alive": None, "age_s": None, "interval_s": interval}
+    # alive: True, False (silent too long), or False with no age (never swept: just started, or never ran)
     return {"alive": age is not None and age < 3 * interval + 10, "age_s": age, "interval_s": interval}
 
 

@@ -123,10 +123,17 @@ def test_a_post_without_the_csrf_token_or_from_another_site_changes_nothing(oper
     sid = summary_in(engine, account, "failed")
     assert operator.post(f"/summaries/{sid}/retry", csrf=False).status == 403
     assert operator.post(f"/summaries/{sid}/retry", {"csrf": "forged"}).status == 403
-    assert operator.post(f"/summaries/{sid}/retry", headers={"Origin": "https://evil.example"}).status == 403
+    for site in ("cross-site", "same-site"):  # the browser's word on where the form came from
+        assert operator.post(f"/summaries/{sid}/retry", headers={"Sec-Fetch-Site": site}).status == 403
     assert status_of(engine, sid) == "failed"
     assert operator.post(f"/summaries/{sid}/retry").status == 303
     assert status_of(engine, sid) == "queued"
+
+
+def test_a_notice_in_a_link_from_elsewhere_is_not_shown(operator, engine, account):
+    sid = summary_in(engine, account, "failed")
+    page = operator.get(f"/summaries/{sid}?done=Your+session+expired,+call+555-0100")
+    assert "555-0100" not in page.body and 'class="notice"' not in page.body
 
 
 def test_an_operator_retries_and_the_timeline_names_the_console_user(operator, engine, account):
@@ -351,3 +358,12 @@ def test_the_account_page_shows_its_days_and_its_last_status_callback(operator, 
     assert post_event(client, event(account, "CA" + "1" * 32, "completed", T0, 1), account.auth_token).status == 204
     page = operator.get(f"/accounts/{account.sid}")
     assert "never arrived" not in page.body and "ago" in page.body
+
+
+def test_a_chart_breaks_its_line_where_an_hour_has_no_value_and_marks_a_lone_one():
+    from console.charts import Chart, Series
+
+    series = Series("p50", "s-p50", [None, 4.0, None, 2.0, 8.0])
+    chart = Chart("t", "seconds", [series], ["a", "b", "c", "d", "e"], width=400, height=80)
+    assert chart.segments(series) == ["300.0,60.0 400.0,0.0"]
+    assert chart.dots(series) == [(100.0, 40.0)]
