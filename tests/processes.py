@@ -109,10 +109,8 @@ class Process:
         return f"<Process {self.name} pid {self.popen.pid}>"
 
 
-def gunicorn(log_dir: Path, workers: int = 1, env: dict | None = None) -> tuple[Process, str]:
-    port = free_port()
-    process = Process("gunicorn", processes.python_m(processes.web(f"127.0.0.1:{port}", workers)), log_dir, env)
-    base_url = f"http://127.0.0.1:{port}"
+def answering(process: Process, base_url: str, timeout_s: float = 30) -> None:
+    """Wait until the server answers its /healthz (failing with its output if it exits first)."""
 
     def healthy() -> bool:
         assert process.popen.poll() is None, process.output()
@@ -122,7 +120,23 @@ def gunicorn(log_dir: Path, workers: int = 1, env: dict | None = None) -> tuple[
         except OSError:
             return False
 
-    wait_for(healthy, 30, what="gunicorn to answer /healthz")
+    wait_for(healthy, timeout_s, what=f"{process.name} to answer /healthz")
+
+
+def gunicorn(log_dir: Path, workers: int = 1, env: dict | None = None) -> tuple[Process, str]:
+    port = free_port()
+    process = Process("gunicorn", processes.python_m(processes.web(f"127.0.0.1:{port}", workers)), log_dir, env)
+    base_url = f"http://127.0.0.1:{port}"
+    answering(process, base_url)
+    return process, base_url
+
+
+def console_server(log_dir: Path, env: dict | None = None, workers: int = 1) -> tuple[Process, str]:
+    """The Procfile's console (gunicorn with console/gunicorn_conf.py) on a loopback port, and its base URL."""
+    port = free_port()
+    process = Process("console", processes.python_m(processes.console(f"127.0.0.1:{port}", workers)), log_dir, env)
+    base_url = f"http://127.0.0.1:{port}"
+    answering(process, base_url)
     return process, base_url
 
 
