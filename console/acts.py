@@ -43,9 +43,10 @@ def _selection(form: dict[str, str]) -> tuple[Filters, actions.RedeliverySelecti
     filters = Filters.from_query(form, STATES)
     if filters.status not in ("delivered", "failed"):
         raise HttpError(400, "Choose the deliveries to send again by state: failed or delivered.")
-    selection = actions.RedeliverySelection(sids=(filters.sid,) if filters.sid else (),
-                                            state=None if filters.sid else filters.status,
-                                            since=filters.since, until=filters.until,
+    if filters.sid:
+        raise HttpError(400, "A bulk redelivery selects by state, host, account and time; to send one "
+                             "summary's callback again, use the button on its page.")
+    selection = actions.RedeliverySelection(state=filters.status, since=filters.since, until=filters.until,
                                             host=filters.host or None, account=filters.account or None)
     return filters, selection
 
@@ -61,22 +62,31 @@ def _rate(form: dict[str, str]) -> float:
     return rate
 
 
-def redeliver_plan(console, request) -> Response:
-    """The dry run: how many the filter selects and the first of them; nothing is sent."""
-    filters, selection = _selection(request.form)
-    rate = _rate(request.form)
+def _dry_run(console, request, filters, selection, rate: float, changed_from: int | None = None) -> Response:
     total = actions.count_redelivery(selection)
     plan = actions.plan_redelivery(selection, limit=DRY_RUN_ROWS)
     return console.render(request, "redeliver_plan.html", filters=filters, total=total, first=plan.deliveries,
-                          sending=min(total, BULK_MAX), limit=BULK_MAX, rate=rate)
+                          sending=min(total, BULK_MAX), limit=BULK_MAX, rate=rate, changed_from=changed_from,
+                          cap=get_settings().console_redelivery_max_rate)
+
+
+def redeliver_plan(console, request) -> Response:
+    """The dry run: how many the filter selects and the first of them; nothing is sent."""
+    filters, selection = _selection(request.form)
+    return _dry_run(console, request, filters, selection, _rate(request.form))
 
 
 def redeliver_send(console, request) -> Response:
     """Send at the rate asked (at most the cap), streaming a line per delivery. Closing the page stops
-    it after the delivery in hand: what was sent stays sent, the rest is left as it was."""
+    it after the delivery in hand: what was sent stays sent, the rest is left as it was. The dry run's
+    count binds: when the selection holds another number now, the dry run is shown again instead."""
     filters, selection = _selection(request.form)
     rate = _rate(request.form)
     plan = actions.plan_redelivery(selection, limit=BULK_MAX)
+    if request.form.get("expected") != str(len(plan.deliveries)):
+        expected = request.form.get("expected", "")
+        return _dry_run(console, request, filters, selection, rate,
+                        changed_from=int(expected) if expected.isdigit() else -1)
     stop = threading.Event()
     steps = actions.redeliver(plan, actor(request), get_settings(), rate_per_s=rate, stop=stop)
     return console.stream(request, "redeliver_progress.html", filters=filters, total=len(plan.deliveries),

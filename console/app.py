@@ -187,13 +187,13 @@ class Console:
             request.session = sessions.new_session()
 
     def check_post(self, request: Request) -> None:
-        if not sessions.csrf_ok(request.session, request.form.get("csrf")):
-            raise HttpError(403, "This form has expired or did not come from the console (no valid CSRF "
-                                 "token); nothing was changed. Load the page again.")
         # The browser says where the form came from (Sec-Fetch-Site), whatever a proxy did to Host: a
         # POST from another site, even a sibling subdomain, is refused before its token is looked at.
         if request.header("Sec-Fetch-Site") in ("cross-site", "same-site"):
             raise HttpError(403, "This form came from another site; nothing was changed.")
+        if not sessions.csrf_ok(request.session, request.form.get("csrf")):
+            raise HttpError(403, "This form has expired or did not come from the console (no valid CSRF "
+                                 "token); nothing was changed. Load the page again.")
 
 
 def static(name: str) -> Response:

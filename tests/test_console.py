@@ -290,13 +290,28 @@ def test_the_bulk_redelivery_shows_its_dry_run_then_sends_each_again(operator, e
     assert all(sid in plan.body for sid in failing)
     with Session(engine) as session:
         assert {d.state for d in session.scalars(select(CallbackDelivery))} == {"failed"}  # a dry run sends nothing
-    sent = operator.post("/deliveries/redeliver/send", {"status": "failed", "host": "down.example.com", "rate": "20"})
+    stale = operator.post("/deliveries/redeliver/send", {"status": "failed", "host": "down.example.com", "rate": "20",
+                                                         "expected": "2"})
+    assert stale.status == 200 and "The selection changed since the dry run (2 then)" in stale.body
+    assert "sent again</span>" not in stale.body
+    sent = operator.post("/deliveries/redeliver/send", {"status": "failed", "host": "down.example.com", "rate": "20",
+                                                        "expected": "3"})
     assert sent.status == 200 and sent.body.count("<span class=\"ok\">sent again") == 3 and 'id="finished"' in sent.body
     with Session(engine) as session:
         states = {d.summary_sid: d.state for d in session.scalars(select(CallbackDelivery))}
         actors = set(session.scalars(select(SummaryEvent.actor).where(SummaryEvent.kind == "callback redelivered")))
     assert {states[sid] for sid in failing} == {"pending"} and list(states.values()).count("failed") == 1
     assert actors == {"console:olivia"}
+
+
+def test_a_bulk_redelivery_never_takes_a_sid_so_never_sends_a_delivered_one_again(operator, engine, account):
+    delivered = delivery_for(engine, account, "delivered")
+    assert "Redeliver every" not in operator.get(f"/deliveries?status=failed&sid={delivered}").body
+    for path in ("/deliveries/redeliver", "/deliveries/redeliver/send"):
+        refused = operator.post(path, {"status": "failed", "sid": delivered, "expected": "1"})
+        assert refused.status == 400, path
+    with Session(engine) as session:
+        assert session.get(CallbackDelivery, delivered).state == "delivered"
 
 
 def test_a_bulk_redelivery_refuses_a_rate_over_the_cap(operator, engine, account):
