@@ -277,14 +277,15 @@ def test_the_server_banner_carries_no_version(service_urls, tmp_path):
 def test_two_gunicorn_masters_on_one_machine_share_no_control_socket(service_urls, tmp_path):
     """gunicorn 27 opens a control socket at one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn):
     a second master (the console, another checkout) took it from the first. Ours open none."""
-    from tests.processes import gunicorn
+    from tests.processes import console_server, gunicorn
 
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(home)}
-    for name in ("a", "b"):
+    for name in ("a", "b", "console"):
         (tmp_path / name).mkdir()
-    masters = [gunicorn(tmp_path / name, env=env) for name in ("a", "b")]
+    # Two APIs (two checkouts) and the console beside them (the Procfile's web and console).
+    masters = [*(gunicorn(tmp_path / name, env=env) for name in ("a", "b")), console_server(tmp_path / "console", env)]
     try:
         assert not list(home.rglob("*.ctl")), list(home.rglob("*"))
         for process, _ in masters:
