@@ -382,3 +382,19 @@ def test_a_chart_breaks_its_line_where_an_hour_has_no_value_and_marks_a_lone_one
     chart = Chart("t", "seconds", [series], ["a", "b", "c", "d", "e"], width=400, height=80)
     assert chart.segments(series) == ["300.0,60.0 400.0,0.0"]
     assert chart.dots(series) == [(100.0, 40.0)]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CONSOLE_TRUSTED_USER_HEADER": "X-Forwarded-User"}, "CONSOLE_TRUSTED_PROXIES is not"),
+    ({"CONSOLE_TRUSTED_PROXIES": "10.0.0.0/8"}, "CONSOLE_TRUSTED_USER_HEADER is not"),
+    ({"CONSOLE_SESSION_IDLE_S": "7200", "CONSOLE_SESSION_MAX_S": "3600"}, "longer than CONSOLE_SESSION_MAX_S"),
+])
+def test_the_console_refuses_to_start_with_settings_that_cannot_work(env, message, capsys):
+    from console.checks import check_console_settings
+    from shared.platform.config import Settings
+
+    with pytest.raises(SystemExit) as stopped:
+        check_console_settings(Settings.from_env(env))
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(Exception, match="CONSOLE_TRUSTED_USER_HEADER must be a header name"):
+        Settings.from_env({"CONSOLE_TRUSTED_USER_HEADER": "X-User: admin"})
