@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="also write the table to this file")
     parser.add_argument("--only", help="measure only these rows (comma-separated: sql, creates, summaries, "
                                        "latency, callbacks, import, memory, feedback-writes, call-ingest, "
-                                       "http-feedback, http-annotations, http-creates, http-status)")
+                                       "http-feedback, http-annotations, http-creates, http-status, console)")
     args = parser.parse_args(argv)
     # Before anything reads the settings, which happens once per process.
     os.environ["SUMMARIES_DATA_DIR"] = str(Path(args.data_dir).absolute())

@@ -35,6 +35,7 @@ class Row:
     ratio: str
     target: str
     met: bool | None  # None: nothing to meet
+    notes: str = ""  # printed under the table (a row's own breakdown, e.g. the console's pages)
 
 
 def _ms(seconds: float) -> str:

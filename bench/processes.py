@@ -47,16 +47,27 @@ class Child:
 def gunicorn(app: str, log_dir: Path, workers: int, name: str) -> tuple[Child, str]:
     port = free_port()
     child = Child(name, processes.python_m(processes.web(f"127.0.0.1:{port}", workers, app)), log_dir)
-    url = f"http://127.0.0.1:{port}"
+    return child, _answering(child, f"http://127.0.0.1:{port}", log_dir, name)
+
+
+def console(log_dir: Path, workers: int, name: str, env: dict | None = None) -> tuple[Child, str]:
+    """The Procfile's `console` (cli/processes.py), on a free loopback port."""
+    port = free_port()
+    child = Child(name, processes.python_m(processes.console(f"127.0.0.1:{port}", workers)), log_dir, env)
+    return child, _answering(child, f"http://127.0.0.1:{port}", log_dir, name)
+
+
+def _answering(child: Child, url: str, log_dir: Path, name: str) -> str:
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and child.popen.poll() is None:
         try:
             urllib.request.urlopen(url + "/healthz", timeout=1)
-            return child, url
+            return url
         except urllib.error.HTTPError:
-            return child, url  # answering, even if not with 200 (the bare app has no /healthz)
+            return url  # answering, even if not with 200 (the bare app has no /healthz)
         except OSError:
             time.sleep(0.2)
+    child.stop()
     raise RuntimeError(f"{name} did not start; see {log_dir}/{name}.log")
 
 

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench import contention, figures, loading, request_paths
+from bench import console_pages, contention, figures, loading, request_paths
 from bench.dataset import ensure
 from cli.migrate import upgrade
 from shared.platform import queue
@@ -18,14 +18,19 @@ from shared.platform.config import get_settings
 from shared.platform.db import database_url, get_engine
 from shared.platform.embedded import EmbeddedRedis
 
-SIZES = {  # big account's calls, small accounts, seconds of load, summaries and callbacks per batch, import rows
-    "full": dict(big_calls=10_000_000, small=20, seconds=10, batch=2000, rows=1_000_000),
-    "quick": dict(big_calls=500_000, small=5, seconds=3, batch=300, rows=100_000),
+SIZES = {  # big account's calls, small accounts, seconds of load, summaries and callbacks per batch, import rows;
+    # the console row's summaries and callback attempts (bench/console_data.py)
+    "full": dict(big_calls=10_000_000, small=20, seconds=10, batch=2000, rows=1_000_000,
+                 console_summaries=1_000_000, console_attempts=5_000_000),
+    "quick": dict(big_calls=500_000, small=5, seconds=3, batch=300, rows=100_000,
+                  console_summaries=100_000, console_attempts=500_000),
 }
 
 
 ROWS = ("sql", "creates", "summaries", "latency", "callbacks", "import", "memory", "feedback-writes",
-        "call-ingest", "http-feedback", "http-annotations", "http-creates", "http-status")
+        "call-ingest", "http-feedback", "http-annotations", "http-creates", "http-status", "console")
+WRK_ROWS = {"creates", "memory", "callbacks", "http-feedback", "http-annotations", "http-creates", "http-status"}
+OWN_DATA_ROWS = {"console"}  # rows that need none of the calls dataset (they build their own)
 
 
 def table(rows: list[figures.Row]) -> str:
@@ -43,8 +48,16 @@ def machine() -> str:
             f"{platform.platform()}, Python {platform.python_version()}")
 
 
+def wanted_rows(args: argparse.Namespace) -> set[str]:
+    wanted = set(args.only.split(",")) if args.only else set(ROWS)
+    unknown = wanted - set(ROWS)
+    if unknown:
+        raise SystemExit(f"python -m bench: no such row: {', '.join(sorted(unknown))} (rows: {', '.join(ROWS)})")
+    return wanted
+
+
 def main(args: argparse.Namespace) -> int:
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and wanted_rows(args) & WRK_ROWS:
         print("summaries bench needs wrk (Debian: apt-get install wrk); `make bench` installs it")
         return 2
     size = SIZES["quick" if args.quick else "full"]
@@ -82,11 +95,13 @@ def _measure(args: argparse.Namespace, size: dict, url: str) -> int:
     engine = get_engine()
     with engine.connect() as connection:
         server = connection.exec_driver_sql("SHOW server_version").scalar()
-    data = ensure(engine, size["big_calls"], size["small"])
-    contention.fold_all()  # as the scheduler does every second: seeding leaves its deltas pending
+    wanted = wanted_rows(args)
+    data = None
+    if wanted - OWN_DATA_ROWS:
+        data = ensure(engine, size["big_calls"], size["small"])
+        contention.fold_all()  # as the scheduler does every second: seeding leaves its deltas pending
     work = Path(tempfile.mkdtemp(prefix="cfs-bench-"))
     print(f"measuring ({'quick' if args.quick else 'full'} size; logs in {work})...", flush=True)
-    wanted = set(args.only.split(",")) if args.only else set(ROWS)
     rows, api_mb, worker_mb = [], 0.0, 0.0
 
     def measure(name, run):
@@ -112,8 +127,11 @@ def _measure(args: argparse.Namespace, size: dict, url: str) -> int:
                       ("http-annotations", request_paths.annotation_updates), ("http-creates", request_paths.creates),
                       ("http-status", request_paths.status_callbacks)):
         measure(name, lambda: run(engine, data, work, size["seconds"]))
+    measure("console", lambda: console_pages.console_pages(engine, work, size["console_summaries"],
+                                                           size["console_attempts"]))
+    notes = "".join(f"\n{row.notes}\n" for row in rows if row.notes)
     report = (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; "
-              f"PostgreSQL {server}.\n\n{table(rows)}\n")
+              f"PostgreSQL {server}.\n\n{table(rows)}\n{notes}")
     print("\n" + report)
     if args.output:
         Path(args.output).write_text(report)
