@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from console import notices, sessions
 from console.queries import STATES, Filters
-from console.web import HttpError, Response, redirect
+from console.web import HttpError, Response, redirect, safe_next
 from shared.operator import actions
 from shared.platform.config import get_settings
 from shared.platform.db import get_engine
@@ -119,8 +119,6 @@ def purge(console, request) -> Response:
 
 
 def sign_in(console, request) -> Response:
-    from console.app import safe_next
-
     name, password = request.form.get("name", "").strip(), request.form.get("password", "")
     with Session(get_engine()) as db:
         user, wait_s = sessions.sign_in(db, name, password, request.remote_addr, console.settings)

@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 from typing import Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import OperationalError
@@ -73,17 +73,6 @@ def templates() -> Environment:
                               trim_blocks=True, lstrip_blocks=True)
     environment.filters.update(pages.FILTERS)
     return environment
-
-
-def safe_next(raw: str | None) -> str:
-    """Where to go after signing in: a path of this console, never another site (`//evil`, `/\\evil`,
-    `https://evil`, a scheme in disguise all come back as /)."""
-    if not raw or not raw.startswith("/") or raw.startswith(("//", "/\\")) or any(ord(c) < 33 for c in raw):
-        return "/"
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc:
-        return "/"
-    return quote(parts.path, safe="/-._~%") + (f"?{parts.query}" if parts.query else "")
 
 
 class Console:

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from console import charts, queries
 from console.queries import Filters
-from console.web import HttpError, Response
+from console.web import HttpError, Response, safe_next
 from shared.operator import actions, views
 from shared.platform import heartbeat
 from shared.platform.config import get_settings
@@ -146,7 +146,5 @@ def purge(console, request) -> Response:
 
 def sign_in(console, request) -> Response:
     if request.user is not None:
-        from console.app import safe_next
-
         return Response(303, b"", headers=[("Location", safe_next(request.query.get("next")))])
     return console.render(request, "sign_in.html", next=request.query.get("next", "/"), failed=None)

@@ -266,7 +266,3 @@ def account(sid: str, days: int = 30) -> dict | None:
                                            .order_by(Account.sid).limit(100)))
     return {**dict(found._mapping), "days": rows, "subaccounts": subaccounts}
 
-
-def silent_since(last: dt.datetime | None) -> float | None:
-    return None if last is None else (dt.datetime.now(dt.timezone.utc) - last).total_seconds()
-

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlsplit
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_FIELDS = 50
@@ -117,3 +117,14 @@ class Response:
 
 def redirect(location: str, status: int = 303) -> Response:
     return Response(status, b"", headers=[("Location", location)])
+
+
+def safe_next(raw: str | None) -> str:
+    """Where to go after signing in: a path of this console, never another site (`//evil`, `/\\evil`,
+    `https://evil`, a scheme in disguise all come back as /)."""
+    if not raw or not raw.startswith("/") or raw.startswith(("//", "/\\")) or any(ord(c) < 33 for c in raw):
+        return "/"
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return quote(parts.path, safe="/-._~%") + (f"?{parts.query}" if parts.query else "")
