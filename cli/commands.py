@@ -107,6 +107,11 @@ def console_users(args: argparse.Namespace) -> int:
                 sign_in = "password" if user["password"] else "single sign-on only"
                 print(f"{safe(user['name']):<32} {user['role']:<9} {sign_in:<19} created {user['created']:%Y-%m-%d}")
             return 0
+        if args.action == "unlock":
+            dropped = users.unlock(session, args.name)
+            session.commit()
+            print(f"console user {safe(args.name)}: {dropped} counters of failed sign-ins forgotten")
+            return 0
         if args.action == "delete":
             deleted = users.delete(session, args.name)
             session.commit()

@@ -136,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     listed.add_argument("--json", action="store_true")
     gone = console_users.add_parser("delete", help="delete a console user; its sessions end at once")
     gone.add_argument("name")
+    unlock = console_users.add_parser("unlock", help="forget a console user's failed sign-ins (lift its limit)")
+    unlock.add_argument("name")
 
     seed = commands.add_parser("seed", help="add realistic synthetic calls and feedback to an account")
     seed.add_argument("--account", required=True, metavar="AC...")

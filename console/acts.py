@@ -5,19 +5,21 @@ redelivery, a page that streams its progress)."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 
 from console import notices, sessions
-from console.queries import STATES, Filters
+from console.queries import ACCOUNT_SID, STATES, Filters
 from console.web import HttpError, Response, redirect, safe_next
-from shared.operator import actions
+from shared.operator import actions, users
 from shared.platform.config import get_settings
 from shared.platform.db import get_engine
 
 DRY_RUN_ROWS = 20
+MIN_RATE = 0.1  # a slower run would hold its thread for hours between two sends
 BULK_MAX = 10_000  # deliveries one bulk redelivery sends; the page says when the selection holds more
 
 
@@ -25,18 +27,18 @@ def actor(request) -> str:
     return f"console:{request.user.name}"
 
 
-def _back(location: str, message: str) -> Response:
-    return redirect(f"{location}?{urlencode({'done': notices.write(message)})}")
+def _back(request, location: str, message: str) -> Response:
+    return redirect(f"{location}?{urlencode({'done': notices.write(message, request.user.name)})}")
 
 
 def retry(console, request, sid: str) -> Response:
     outcome = actions.retry([sid], actor(request))[sid]
-    return _back(f"/summaries/{sid}", f"retry: {outcome}")
+    return _back(request, f"/summaries/{sid}", f"retry: {outcome}")
 
 
 def redeliver_one(console, request, sid: str) -> Response:
     sent = actions.redeliver_one(sid, actor(request), get_settings())
-    return _back(f"/summaries/{sid}", "callback sent again" if sent else "no finished delivery to send again")
+    return _back(request, f"/summaries/{sid}", "callback sent again" if sent else "no finished delivery to send again")
 
 
 def _selection(form: dict[str, str]) -> tuple[Filters, actions.RedeliverySelection]:
@@ -57,8 +59,8 @@ def _rate(form: dict[str, str]) -> float:
         rate = float(form.get("rate") or cap)
     except ValueError:
         raise HttpError(400, "rate must be a number") from None
-    if not 0 < rate <= cap:
-        raise HttpError(400, f"rate is more than 0 and at most {cap:g} a second (CONSOLE_REDELIVERY_MAX_RATE)")
+    if not MIN_RATE <= rate <= cap:  # NaN fails too
+        raise HttpError(400, f"rate is at least {MIN_RATE:g} and at most {cap:g} a second (CONSOLE_REDELIVERY_MAX_RATE)")
     return rate
 
 
@@ -95,10 +97,14 @@ def redeliver_send(console, request) -> Response:
 
 def close_circuit(console, request) -> Response:
     account, address = request.form.get("account", ""), request.form.get("address", "")
-    if not account.startswith("AC") or not address or len(address) > 64:
-        raise HttpError(400, "Name the circuit's account and address.")
+    try:
+        address = str(ipaddress.ip_address(address))
+    except ValueError:
+        address = ""
+    if not ACCOUNT_SID.fullmatch(account) or not address:
+        raise HttpError(400, "Name the circuit's account (AC…) and address (an IP address).")
     closed = actions.close_circuit(account, address, actor(request), get_settings())
-    return _back("/destinations", f"circuit of {address} for {account} "
+    return _back(request, "/destinations", f"circuit of {address} for {account} "
                                   + ("closed" if closed else "was already closed"))
 
 
@@ -115,25 +121,31 @@ def purge(console, request) -> Response:
         # The count changed since the page showed it: show the new one instead of deleting more.
         return redirect(f"/purge?{urlencode({'days': f'{days:g}'})}")
     deleted = actions.purge(sids, actor(request)) if sids else 0
-    return _back("/purge", f"deleted {deleted} failed summaries")
+    return _back(request, "/purge", f"deleted {deleted} failed summaries")
 
 
 def sign_in(console, request) -> Response:
     name, password = request.form.get("name", "").strip(), request.form.get("password", "")
     with Session(get_engine()) as db:
-        user, wait_s = sessions.sign_in(db, name, password, request.remote_addr, console.settings)
+        user, wait_s = users.sign_in(db, name, password, request.remote_addr, console.settings.console_sign_in_limit)
         db.commit()
     if user is None:
         message = (f"Too many failed sign-ins; try again in {max(1, round(wait_s / 60))} min." if wait_s
                    else "Wrong name or password.")
         return console.render(request, "sign_in.html", 429 if wait_s else 401, next=request.form.get("next", "/"),
                               failed=message)
-    request.session = sessions.new_session(user.name)  # a new token too: nothing from before sign-in carries over
+    # A new session, and a new token: nothing from before the sign-in carries over.
+    request.session = sessions.new_session(user.name, user.session_key)
     request.user = user
     return redirect(safe_next(request.form.get("next")))
 
 
 def sign_out(console, request) -> Response:
+    """Ends every session of the user (its cookies, wherever they are), not only this browser's."""
+    if request.user is not None and request.session.user == request.user.name:
+        with Session(get_engine()) as db:
+            users.end_sessions(db, request.user.name)
+            db.commit()
     request.session = sessions.new_session()
     request.user = None
     return redirect("/sign-in")

@@ -3,7 +3,8 @@ action, and the headers every answer carries. One place turns an error into a pa
 
 Every answer: a Content-Security-Policy that allows only this origin's own scripts, styles and images
 (no inline script, no connection elsewhere), X-Frame-Options DENY, no caching, no sniffing, no
-referrer. Every POST: the session's CSRF token, and a same-origin Origin when the browser sends one.
+referrer. Every POST: not from another site by the browser's word (Sec-Fetch-Site), and the
+session's CSRF token.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Console:
     def render(self, request: Request, name: str, code: int = 200, **context) -> Response:
         body = self.templates.get_template(name).render(user=request.user, csrf=request.session.csrf
                                                         if request.session else "", path=request.path,
-                                                        query=request.query, notice=notices.read(request.query),
+                                                        query=request.query, notice=notices.read(request.query, request.user.name if request.user else None),
                                                         **context)
         return Response(code, body.encode("utf-8"))
 
@@ -172,6 +173,8 @@ class Console:
         if request.user is None and named is not None:
             raise HttpError(403, "The single sign-on proxy names a user the console does not know; create it "
                                  "with `summaries console-users create`.")
+        if named is None and request.user is not None and request.user.session_key != request.session.key:
+            request.user = None  # signed out since (everywhere), or deleted and created again
         if request.user is None:  # deleted since it signed in: its session ends now
             request.session = sessions.new_session()
 

@@ -14,15 +14,17 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(list(reversed(derived_keys("console notices"))), salt="console-notice")
 
 
-def write(message: str) -> str:
-    return _serializer().dumps(message)
+def write(message: str, user: str) -> str:
+    return _serializer().dumps([user, message])
 
 
-def read(query: dict[str, str]) -> str | None:
+def read(query: dict[str, str], user: str | None) -> str | None:
+    """The message, for the user whose action wrote it only (a link passed to another shows nothing)."""
     raw = query.get("done")
-    if not raw:
+    if not raw or user is None:
         return None
     try:
-        return str(_serializer().loads(raw, max_age=MAX_AGE_S))
-    except BadSignature:  # SignatureExpired is one too
+        written_for, message = _serializer().loads(raw, max_age=MAX_AGE_S)
+    except (BadSignature, ValueError, TypeError):  # SignatureExpired is a BadSignature too
         return None
+    return str(message) if written_for == user else None

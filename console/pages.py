@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from console import charts, queries
 from console.queries import Filters
@@ -42,11 +42,22 @@ def _number(value) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _url(value) -> str:
+    """A URL as a viewer may see it: without the user and password a receiver may have put in it."""
+    try:
+        parts = urlsplit(str(value or ""))
+        if "@" not in parts.netloc:
+            return str(value or "")
+        return urlunsplit(parts._replace(netloc="…@" + parts.netloc.rsplit("@", 1)[1]))
+    except ValueError:
+        return "(a URL that cannot be read)"
+
+
 def _hour(value) -> str:
     return value.strftime("%Y-%m-%d %H:00") if isinstance(value, dt.datetime) else "-"
 
 
-FILTERS = {"when": _when, "hour": _hour, "ago": _ago, "since": _since, "percent": _percent, "number": _number,
+FILTERS = {"when": _when, "hour": _hour, "url": _url, "ago": _ago, "since": _since, "percent": _percent, "number": _number,
            "urlencode": lambda values: urlencode(values)}
 
 # Workers answer a ping within a second; the overview asks at most every WORKERS_TTL_S per process,

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -28,6 +27,8 @@ def _parse(text: str) -> dict[str, str]:
         raise HttpError(400, "The request's parameters could not be read") from None
     if any(len(values) > 1 for values in parsed.values()):
         raise HttpError(400, "A parameter was given more than once")
+    if any(ch < " " and ch not in "\t\r\n" for values in parsed.values() for ch in values[0]):
+        raise HttpError(400, "A parameter holds a control character")  # PostgreSQL's text takes no NUL
     return {name: values[0] for name, values in parsed.items()}
 
 
@@ -75,12 +76,14 @@ class Request:
 
 
 def _cookies(environ: dict) -> dict[str, str]:
-    cookie = SimpleCookie()
-    try:
-        cookie.load(environ.get("HTTP_COOKIE", ""))
-    except CookieError:
-        pass  # a cookie we cannot read is one we did not set
-    return {name: morsel.value for name, morsel in cookie.items()}
+    """Each `name=value` of the Cookie header. Not http.cookies: it drops the whole header for one
+    cookie it dislikes (`a;`, a JSON value), and another site on this host may set one."""
+    found: dict[str, str] = {}
+    for part in environ.get("HTTP_COOKIE", "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name and name not in found:
+            found[name] = value.strip()
+    return found
 
 
 def _is_form(environ: dict) -> bool:
@@ -127,4 +130,5 @@ def safe_next(raw: str | None) -> str:
     parts = urlsplit(raw)
     if parts.scheme or parts.netloc:
         return "/"
-    return quote(parts.path, safe="/-._~%") + (f"?{parts.query}" if parts.query else "")
+    query = quote(parts.query, safe="=&;%+/?:@-._~,") if parts.query else ""
+    return quote(parts.path, safe="/-._~%") + (f"?{query}" if query else "")

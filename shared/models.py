@@ -367,6 +367,8 @@ class ConsoleUser(Base):
     role: Mapped[str] = mapped_column(Text)  # viewer | operator
     # scrypt, salted (shared/operator/users.py); NULL: signs in through the trusted proxy's header only.
     password_hash: Mapped[str | None] = mapped_column(Text)
+    # Carried by each session cookie; replaced to end every session of the user (sign-out).
+    session_key: Mapped[str] = mapped_column(Text, server_default=text("gen_random_uuid()::text"))
     date_created: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
 

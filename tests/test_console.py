@@ -93,22 +93,45 @@ def test_sign_in_never_redirects_to_another_site(console, engine, target):
     assert "\r" not in page.location and "\n" not in page.location and "evil" not in page.location.split("?")[0][:2]
 
 
-def test_a_wrong_password_is_refused_and_sign_ins_are_limited_per_user_and_per_address(console, engine, settings_env):
+def test_sign_ins_are_limited_per_user_and_address_per_address_and_per_user(console, engine, settings_env):
+    from shared.operator import users
+
     settings_env(CONSOLE_SIGN_IN_LIMIT="3")
     make_user(engine, "olivia", "operator")
     make_user(engine, "oscar", "operator")
     client = ConsoleClient(console.__class__())
     for _ in range(3):
         assert client.sign_in("olivia", "wrong password!").status == 401
-    limited = client.sign_in("olivia")  # the right password, but the user is over the limit
+    limited = client.sign_in("Olivia")  # the right password (and the name in another case): not even checked
     assert limited.status == 429 and "Too many failed sign-ins" in limited.body
-    assert ConsoleClient(client.app, remote_addr="10.0.0.9").sign_in("olivia").status == 429  # per user, any address
+    # A stranger who guesses from their address blocks the name there, not from the operator's own.
+    assert ConsoleClient(client.app, remote_addr="10.0.0.9").sign_in("olivia").status == 303
     assert client.sign_in("oscar").status == 303  # another user from the same address still may
     # Per address: 4 x the limit, whichever names are tried.
     attacker = ConsoleClient(client.app, remote_addr="10.0.0.66")
     for number in range(12):
         attacker.sign_in(f"nobody{number}", "guess guess guess")
     assert attacker.sign_in("oscar").status == 429
+    # `console-users unlock` lifts a user's limits.
+    with Session(engine) as session:
+        assert users.unlock(session, "olivia") == 1
+        session.commit()
+    assert client.sign_in("olivia").status == 303
+
+
+def test_parallel_guesses_do_not_slip_past_the_limit(console, engine, settings_env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings_env(CONSOLE_SIGN_IN_LIMIT="3")
+    make_user(engine, "olivia", "operator")
+    app = console.__class__()
+    clients = [ConsoleClient(app) for _ in range(12)]
+    for client in clients:
+        client.get("/sign-in")
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda c: c.post("/sign-in", {"name": "olivia", "password": "x" * 12}).status,
+                                 clients))
+    assert statuses.count(401) == 3 and statuses.count(429) == 9, statuses
 
 
 def test_an_unknown_name_and_a_wrong_password_read_the_same(console, engine):
@@ -226,8 +249,24 @@ def test_a_session_ends_when_idle_when_too_old_and_when_its_user_is_deleted(cons
     assert client.get("/").status == 303
 
 
-def test_signing_out_ends_the_session(operator):
+def test_signing_out_ends_every_session_of_the_user_and_a_replayed_cookie_too(operator, console, engine):
+    elsewhere = ConsoleClient(console)
+    elsewhere.sign_in("olivia")
+    kept = operator.cookie
     assert operator.post("/sign-out").status == 303
+    assert operator.get("/").status == 303
+    assert elsewhere.get("/").status == 303  # signed out everywhere
+    operator.cookie = kept  # the cookie from before the sign-out, replayed
+    assert operator.get("/").status == 303
+
+
+def test_a_user_deleted_and_created_again_does_not_revive_its_old_sessions(operator, engine):
+    from shared.operator import users
+
+    with Session(engine) as session:
+        users.delete(session, "olivia")
+        users.create(session, "olivia", "operator", PASSWORD)
+        session.commit()
     assert operator.get("/").status == 303
 
 
@@ -398,3 +437,63 @@ def test_the_console_refuses_to_start_with_settings_that_cannot_work(env, messag
     assert stopped.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(Exception, match="CONSOLE_TRUSTED_USER_HEADER must be a header name"):
         Settings.from_env({"CONSOLE_TRUSTED_USER_HEADER": "X-User: admin"})
+
+
+def test_another_sites_odd_cookie_beside_ours_does_not_sign_us_out(operator):
+    ours = operator.cookie
+    for junk in ("theme", 'prefs={"k": "v"}', "a=b c", 'x="'):
+        operator.cookie = f"{junk}; {ours}"
+        assert operator.get("/").status == 200, junk
+
+
+@pytest.mark.parametrize("path", ["/deliveries?host=a%00b", "/summaries?host=%00", "/summaries?account=%01"])
+def test_a_control_character_in_a_parameter_is_a_400(operator, path):
+    assert operator.get(path).status == 400
+
+
+def test_a_control_character_in_the_sign_in_name_is_refused_too(console, engine):
+    client = ConsoleClient(console)
+    client.get("/sign-in")
+    assert client.post("/sign-in", {"name": "olivia\x00", "password": PASSWORD}).status == 400
+
+
+@pytest.mark.parametrize("target", ["/?q=\u0100", "/?a=%7F", "/?\u2028", "/summaries?host=b\u00fccher.example"])
+def test_a_next_with_any_characters_gives_a_header_safe_redirect(console, engine, target):
+    make_user(engine, "olivia", "operator")
+    client = ConsoleClient(console)
+    client.get("/sign-in")
+    page = client.post("/sign-in", {"name": "olivia", "password": PASSWORD, "next": target})
+    assert page.status == 303 and page.location.isascii() and page.location.isprintable()
+
+
+def test_a_notice_is_shown_to_the_user_whose_action_wrote_it_only(operator, console, engine, account):
+    sid = summary_in(engine, account, "failed")
+    done = operator.post(f"/summaries/{sid}/retry").location
+    assert 'class="notice"' in operator.get(done).body
+    make_user(engine, "otto", "operator")
+    other = ConsoleClient(console)
+    other.sign_in("otto")
+    assert 'class="notice"' not in other.get(done).body
+
+
+def test_a_viewer_never_sees_the_password_a_callback_url_holds(viewer, engine, account):
+    sid = summary_in(engine, account, "completed", status_callback="https://user:s3cr3t-pass@hooks.example.com/cb")
+    from cli.demo import _attempts
+    from shared.platform.config import get_settings
+
+    _attempts(engine, sid, get_settings(), [("failed", 500, None, "no")])
+    for path in (f"/summaries/{sid}", "/deliveries?status=failed"):
+        body = viewer.get(path).body
+        assert "s3cr3t-pass" not in body and "hooks.example.com/cb" in body, path
+
+
+@pytest.mark.parametrize("rate", ["0.01", "1e-300", "nan", "-1"])
+def test_a_bulk_redelivery_refuses_a_rate_under_the_floor(operator, engine, account, rate):
+    delivery_for(engine, account, "failed")
+    assert operator.post("/deliveries/redeliver/send", {"status": "failed", "rate": rate, "expected": "1"}).status == 400
+
+
+@pytest.mark.parametrize("form", [{"account": "AC - read this", "address": "203.0.113.7"},
+                                  {"account": "AC" + "0" * 32, "address": "not an address"}])
+def test_closing_a_circuit_takes_an_account_sid_and_an_ip_address_only(operator, form):
+    assert operator.post("/circuits/close", form).status == 400

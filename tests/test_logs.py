@@ -103,3 +103,15 @@ def test_the_readme_shows_the_banner_summaries_up_prints():
         return re.sub(r"\d{4}-\d\d-\d\d", "YYYY-MM-DD", text)
 
     assert undated(block) == undated(printed)
+
+
+def test_a_text_line_spells_out_a_fields_newline_and_escape_codes():
+    """A field may hold what a client sent (the console's request path): it cannot forge a line of its own."""
+    import logging
+
+    from shared.platform.logs import TextFormatter
+
+    record = logging.LogRecord("console.app", logging.INFO, __file__, 1, "request", None, None)
+    record.path = "/x\n19:99:99 WARNING operator purged 999\x1b[2J"
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\x1b" not in line and "\\x0a19:99:99" in line

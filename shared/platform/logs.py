@@ -17,6 +17,8 @@ import time
 
 from pythonjsonlogger.json import JsonFormatter
 
+from shared.safe_text import safe
+
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("log_context", default={})
 HANDLER_NAME = "call-feedback-summaries-json"
 
@@ -69,7 +71,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = "" if record.levelno == logging.INFO else f"{record.levelname} "
         hidden = _NOT_SHOWN | ({"request_id"} if record.levelno <= logging.INFO else set())
-        fields = " ".join(f"{name}={value}" for name, value in vars(record).items()
+        # safe(): a field may hold what a client sent (a path): no newline or escape code of its own.
+        fields = " ".join(f"{name}={safe(value)}" for name, value in vars(record).items()
                           if name not in _STANDARD and name not in hidden and not name.startswith("_"))
         message = " ".join(record.getMessage().split())  # one line, whatever the message held
         line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {level}{message}"

@@ -36,6 +36,8 @@ CREATE TABLE console_users (
     name text PRIMARY KEY CHECK (char_length(name) BETWEEN 1 AND 64),
     role text NOT NULL CHECK (role IN ('viewer', 'operator')),
     password_hash text,  -- NULL: signs in only through the trusted proxy's header
+    -- In every session cookie of the user; a new one (sign-out, re-creation) ends them all.
+    session_key text NOT NULL DEFAULT gen_random_uuid()::text,
     date_created timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE console_sign_in_failures (
