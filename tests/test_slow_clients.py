@@ -88,3 +88,30 @@ def test_dripping_clients_never_stop_the_api_and_are_cut_off_at_their_deadline(s
         # A Twilio-format 408 at the body deadline, then the connection ends.
         assert all(first.startswith(b"HTTP/1.1 408") for _, first in outcome.values()), outcome
         assert ended[0] >= BODY_TIMEOUT_S - 0.5 and ended[-1] < BODY_TIMEOUT_S + 8, ended
+
+
+def test_dripping_clients_never_stop_the_console(service_urls, tmp_path):
+    """The console under the Procfile's configuration, one process: half-sent headers and bodies hold
+    a greenlet each, never the process (threads did: eight stopped it, found by review)."""
+    from tests.processes import console_server
+
+    process, base_url = console_server(tmp_path, env={"REQUEST_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)})
+    try:
+        host, port = base_url.removeprefix("http://").split(":")
+        heads = [b"GET / HTTP/1.1\r\nHost: x\r\n",
+                 b"POST /sign-in HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                 b"Content-Length: 1000\r\n\r\n"]
+        outcome: dict[int, tuple[float, bytes]] = {}
+        threads = [threading.Thread(target=drip, args=(host, int(port), heads[i % 2], b"X", 8, outcome, i), daemon=True)
+                   for i in range(DRIPPERS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        latencies = probe_healthz(base_url, 5)
+        for thread in threads:
+            thread.join(timeout=20)
+    finally:
+        process.stop()
+    assert len(latencies) >= 15 and max(latencies) < 1.0, latencies
+    header_drippers = sorted(outcome[i][0] for i in range(0, DRIPPERS, 2))
+    assert header_drippers[-1] < HEADER_TIMEOUT_S + 3, header_drippers
