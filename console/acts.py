@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from sqlalchemy.orm import Session
 
 from console import notices, sessions
+from console.pages import purge_days
 from console.queries import ACCOUNT_SID, STATES, Filters
 from console.web import HttpError, Response, redirect, safe_next
 from shared.operator import actions, users
@@ -27,8 +28,8 @@ def actor(request) -> str:
     return f"console:{request.user.name}"
 
 
-def _back(request, location: str, message: str) -> Response:
-    return redirect(f"{location}?{urlencode({'done': notices.write(message, request.user.name)})}")
+def _back(request, location: str, message: str, **query: str) -> Response:
+    return redirect(f"{location}?{urlencode({**query, 'done': notices.write(message, request.user.name)})}")
 
 
 def retry(console, request, sid: str) -> Response:
@@ -109,17 +110,12 @@ def close_circuit(console, request) -> Response:
 
 
 def purge(console, request) -> Response:
-    try:
-        days = float(request.form.get("days", ""))
-    except ValueError:
-        raise HttpError(400, "days must be a number") from None
-    if not 0 < days < 100_000:
-        raise HttpError(400, "days must be more than 0")
+    days = purge_days(request.form.get("days", ""))
     sids = actions.purgeable(days)
-    expected = request.form.get("count", "")
-    if expected != str(len(sids)):
+    if request.form.get("count", "") != str(len(sids)):
         # The count changed since the page showed it: show the new one instead of deleting more.
-        return redirect(f"/purge?{urlencode({'days': f'{days:g}'})}")
+        return _back(request, "/purge", "nothing was deleted: the count changed since it was shown; here it is now",
+                     days=format(days, ".10g"))
     deleted = actions.purge(sids, actor(request)) if sids else 0
     return _back(request, "/purge", f"deleted {deleted} failed summaries")
 

@@ -109,6 +109,7 @@ class Console:
             response = self.respond(request)
         except HttpError as error:
             response = self.error_page(request, error.status, error.message)
+            response.headers += error.headers
         except (BadFilter, ActionRefused) as error:
             response = self.error_page(request, 400, str(error))
         except OperationalError:
@@ -146,8 +147,9 @@ class Console:
         matched = [(handler, operator_only, found.groups()) for method, pattern, handler, operator_only in ROUTES
                    if (found := pattern.fullmatch(request.path)) and method == request.method]
         if not matched:
-            if any(pattern.fullmatch(request.path) for _, pattern, _, _ in ROUTES):
-                raise HttpError(405, "That page does not take this method.")
+            allowed = sorted({method for method, pattern, _, _ in ROUTES if pattern.fullmatch(request.path)})
+            if allowed:
+                raise HttpError(405, "That page does not take this method.", [("Allow", ", ".join(allowed))])
             raise HttpError(404, "There is no such page.")
         handler, operator_only, arguments = matched[0]
         if request.method == "POST":

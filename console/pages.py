@@ -57,7 +57,7 @@ def _hour(value) -> str:
     return value.strftime("%Y-%m-%d %H:00") if isinstance(value, dt.datetime) else "-"
 
 
-FILTERS = {"when": _when, "hour": _hour, "url": _url, "ago": _ago, "since": _since, "percent": _percent, "number": _number,
+FILTERS = {"when": _when, "hour": _hour, "url": _url, "days": lambda value: format(value, ".10g"), "ago": _ago, "since": _since, "percent": _percent, "number": _number,
            "urlencode": lambda values: urlencode(values)}
 
 # Workers answer a ping within a second; the overview asks at most every WORKERS_TTL_S per process,
@@ -123,7 +123,7 @@ def summary(console, request, sid: str) -> Response:
 def destinations(console, request) -> Response:
     rows = charts.destinations(24)[:200]
     details = queries.destination_details([row["host"] for row in rows])
-    circuits, circuits_problem = queries.circuits()
+    circuits, circuits_problem = queries.circuits(get_settings().callback_circuit_threshold)
     return console.render(request, "destinations.html", rows=rows, details=details, circuits=circuits,
                           circuits_problem=circuits_problem)
 
@@ -140,18 +140,24 @@ def account(console, request, sid: str) -> Response:
     return console.render(request, "account.html", account=found)
 
 
+MIN_DAYS, MAX_DAYS = 0.01, 36_500
+
+
+def purge_days(raw: str) -> float:
+    """A purge's age in days, as the page and the action both read it."""
+    try:
+        days = float(raw)
+    except ValueError:
+        raise HttpError(400, "days must be a number") from None
+    if not MIN_DAYS <= days <= MAX_DAYS:  # NaN fails too
+        raise HttpError(400, f"days is at least {MIN_DAYS:g} and at most {MAX_DAYS:,}")
+    return days
+
+
 def purge(console, request) -> Response:
     raw = request.query.get("days", "").strip()
-    count = None
-    days = None
-    if raw:
-        try:
-            days = float(raw)
-        except ValueError:
-            raise HttpError(400, "days must be a number") from None
-        if not 0 < days < 100_000:
-            raise HttpError(400, "days must be more than 0")
-        count = len(actions.purgeable(days))
+    days = purge_days(raw) if raw else None
+    count = actions.count_purgeable(days) if days is not None else None
     return console.render(request, "purge.html", days=days, count=count)
 
 

@@ -183,9 +183,10 @@ def destination_details(hosts: list[str]) -> dict[str, dict]:
 CIRCUIT_SCAN_LIMIT = 1000
 
 
-def circuits() -> tuple[list[dict], str | None]:
+def circuits(threshold: int) -> tuple[list[dict], str | None]:
     """The circuits that are open or counting failures (account, resolved address), from Redis, where
-    the callback workers keep them; and why not, when Redis cannot be read."""
+    the callback workers keep them; and why not, when Redis cannot be read. Past its cooldown a circuit
+    at `threshold` failures is half-open: the next attempt is its probe."""
     try:
         redis = get_redis()
         found: dict[str, dict] = {}
@@ -201,9 +202,11 @@ def circuits() -> tuple[list[dict], str | None]:
             account, _, address = name.partition(":")
             open_ms = redis.pttl(OPEN_KEY.format(key=name))
             failures = redis.get(FAILURES_KEY.format(key=name))
+            failures = int(failures) if failures else 0
             rows.append({"account_sid": account, "address": address, "open": open_ms > 0,
+                         "half_open": open_ms <= 0 and failures >= threshold,
                          "reopens_in_s": round(open_ms / 1000) if open_ms > 0 else None,
-                         "failures": int(failures) if failures else 0})
+                         "failures": failures})
     except RedisError as error:
         return [], f"Redis unreachable ({type(error).__name__}): circuits unknown"
     rows.sort(key=lambda row: (not row["open"], -row["failures"], row["account_sid"], row["address"]))

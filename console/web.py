@@ -15,9 +15,9 @@ MAX_FIELDS = 50
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers or []
 
 
 def _parse(text: str) -> dict[str, str]:

@@ -359,6 +359,12 @@ def test_a_bulk_redelivery_refuses_a_rate_over_the_cap(operator, engine, account
     assert refused.status == 400 and "CONSOLE_REDELIVERY_MAX_RATE" in refused.body
 
 
+def test_a_page_answers_another_method_with_405_and_what_it_allows(operator):
+    page = operator.request("PUT", "/summaries")
+    assert page.status == 405 and page.headers["Allow"] == "GET"
+    assert operator.request("DELETE", "/sign-in").headers["Allow"] == "GET, POST"
+
+
 def test_closing_a_circuit_from_the_destinations_page(operator, account, redis_client):
     from shared.callbacks.circuit import CircuitBreaker
 
@@ -379,7 +385,10 @@ def test_purge_deletes_what_it_counted_and_nothing_when_the_count_moved(operator
     recent = summary_in(engine, account, "failed")
     assert "<strong>2</strong> failed summaries" in operator.get("/purge?days=7").body
     moved = operator.post("/purge", {"days": "7", "count": "5"})
-    assert moved.status == 303 and moved.location == "/purge?days=7"
+    assert moved.status == 303 and moved.location.startswith("/purge?days=7&done=")
+    assert "nothing was deleted" in operator.get(moved.location).body
+    for days in ("0.001", "1e-320", "nan", "40000"):
+        assert operator.post("/purge", {"days": days, "count": "0"}).status == 400, days
     assert operator.post("/purge", {"days": "7", "count": "2"}).status == 303
     with Session(engine) as session:
         left = set(session.scalars(select(FeedbackSummary.sid)))

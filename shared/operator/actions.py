@@ -161,12 +161,21 @@ def redeliver_one(summary_sid: str, actor: str, settings: Settings) -> bool:
     return any(step.sent for step in redeliver(plan, actor, settings))
 
 
+def _purgeable(older_than_days: float):
+    return (FeedbackSummary.status == "failed",
+            FeedbackSummary.date_updated < func.now() - dt.timedelta(days=older_than_days))
+
+
+def count_purgeable(older_than_days: float) -> int:
+    """How many purge() would delete now, without loading them."""
+    with scanning_session() as session:
+        return session.scalar(select(func.count()).select_from(FeedbackSummary).where(*_purgeable(older_than_days)))
+
+
 def purgeable(older_than_days: float) -> list[str]:
     """The failed summaries last changed more than this many days ago: what purge() would delete."""
     with scanning_session() as session:
-        return list(session.scalars(select(FeedbackSummary.sid).where(
-            FeedbackSummary.status == "failed",
-            FeedbackSummary.date_updated < func.now() - dt.timedelta(days=older_than_days))))
+        return list(session.scalars(select(FeedbackSummary.sid).where(*_purgeable(older_than_days))))
 
 
 def purge(sids: list[str], actor: str) -> int:
