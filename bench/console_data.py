@@ -16,8 +16,8 @@ Written straight into the tables (bench code, not product code), under its own a
 size, so a second run finds it again. It is rebuilt when the size changes, when a build was cut
 short, or when it is older than MAX_AGE: the pages read the last hours (the overview computes the
 current hour on every request, the destinations the last 24), which an older dataset leaves empty,
-so they would look cheaper than they are. Building takes about 6 minutes at full size on 2 cores
-(deleting an old one, under a minute).
+so they would look cheaper than they are. A rebuild first empties the summaries' tables (_empty says
+why). Building takes 4 to 6 minutes at full size on 2 cores.
 """
 
 from __future__ import annotations
@@ -218,20 +218,19 @@ def _state(engine: Engine, accounts: list[str]) -> tuple[int, dt.datetime | None
     return count, newest
 
 
-def _delete(engine: Engine, accounts: list[str], log) -> None:
+def _empty(engine: Engine, accounts: list[str], log) -> None:
+    """Empty the summaries' tables, so that a rebuild starts where a first build starts: deleting the
+    old rows instead leaves the tables and their indexes larger (40 % for the heap, measured), and the
+    pages slower for it. Whatever other rows left there goes too (their summaries and deliveries,
+    which none of them reads again: each makes its own). The tables are named, not cascaded to: a new
+    table referencing them stops this rather than being emptied unseen."""
     began = time.monotonic()
     with engine.begin() as connection:
         lift_statement_timeout(connection)
-        params = {"a": accounts}
-        connection.execute(text("DELETE FROM callback_attempts a USING callback_deliveries d "
-                                "WHERE a.summary_sid = d.summary_sid AND d.account_sid = ANY(:a)"), params)
-        connection.execute(text("DELETE FROM summary_events e USING feedback_summaries s "
-                                "WHERE e.summary_sid = s.sid AND s.account_sid = ANY(:a)"), params)
-        connection.execute(text("DELETE FROM callback_deliveries WHERE account_sid = ANY(:a)"), params)
-        connection.execute(text("DELETE FROM feedback_summaries WHERE account_sid = ANY(:a)"), params)
-        connection.execute(text("DELETE FROM account_activity WHERE account_sid = ANY(:a)"), params)
-        connection.execute(text("DELETE FROM console_chart_hours"))  # hours computed from the old rows
-    log(f"  deleted in {time.monotonic() - began:.0f} s")
+        connection.execute(text("TRUNCATE callback_attempts, callback_deliveries, summary_events, idempotency_keys, "
+                                "feedback_summaries, console_chart_hours"))
+        connection.execute(text("DELETE FROM account_activity WHERE account_sid = ANY(:a)"), {"a": accounts})
+    log(f"  emptied in {time.monotonic() - began:.0f} s")
 
 
 def _vacuum(engine: Engine) -> None:
@@ -288,7 +287,7 @@ def ensure(engine: Engine, summaries: int, attempts: int, log=print) -> ConsoleD
     others = _others(engine, accounts)
     if others:
         log(f"deleting the console dataset of another size ({len(others)} accounts)...")
-        _delete(engine, others, log)
+        _empty(engine, others, log)
         with engine.begin() as connection:
             connection.execute(text("DELETE FROM accounts WHERE sid = ANY(:a)"), {"a": others})
     have, newest = _state(engine, accounts)
@@ -300,7 +299,7 @@ def ensure(engine: Engine, summaries: int, attempts: int, log=print) -> ConsoleD
             why = ("cut short" if have != summaries else
                    f"built {(now - newest) / dt.timedelta(minutes=1):.0f} min ago, more than {MAX_AGE}")
             log(f"the console dataset was {why}: deleting it...")
-            _delete(engine, accounts, log)
+            _empty(engine, accounts, log)
         log(f"building the console dataset: {summaries:,} summaries and about {attempts:,} callback attempts "
             f"in batches of {BATCH:,} (rebuilt when older than {MAX_AGE})...")
         built = _build(engine, accounts, summaries, attempts, log)
