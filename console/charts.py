@@ -3,9 +3,11 @@ time (p50, p95) of the summaries completed in the hour; callback attempts by out
 destination host (the destinations page).
 
 From the tables the system keeps (summary_events, callback_attempts), read by time through 0014's
-indexes. An hour that is over is computed once and kept in console_chart_hours (its numbers no longer
-change: later events land in later hours), so a 7-day chart reads 168 small rows and computes only
-the current hour; every hour missing from the cache is computed in one pass over its span.
+indexes. An hour that is over is computed once and kept (its numbers no longer change: later events
+land in later hours): the charts' few metrics in console_chart_hours, each host's attempts in
+console_host_hours (the destinations page's alone: the overview never reads them). A 7-day chart
+reads about 1,500 small rows and computes only the current hour; hours missing from a cache are
+computed and kept a day at a time.
 """
 
 from __future__ import annotations
@@ -35,60 +37,111 @@ SELECT date_trunc('hour', e.at) AS hour,
 FROM summary_events e JOIN feedback_summaries s ON s.sid = e.summary_sid
 WHERE e.at >= :start AND e.at < :end AND e.kind = 'completed'
 GROUP BY 1""")
-_ATTEMPTS = text("""
-SELECT date_trunc('hour', a.attempted_at) AS hour, a.outcome, d.host, count(*)::float AS value
+# By outcome from the attempts' index alone; by host (the destinations page) with each attempt's delivery.
+_OUTCOMES = text("""
+SELECT date_trunc('hour', attempted_at) AS hour, 'callbacks.' || outcome AS metric, count(*)::float AS value
+FROM callback_attempts WHERE attempted_at >= :start AND attempted_at < :end GROUP BY 1, 2""")
+_HOSTS = text("""
+SELECT date_trunc('hour', a.attempted_at) AS hour, d.host,
+       count(*) FILTER (WHERE a.outcome = 'delivered') AS delivered,
+       count(*) FILTER (WHERE a.outcome = 'retry') AS retry,
+       count(*) FILTER (WHERE a.outcome = 'failed') AS failed
 FROM callback_attempts a JOIN callback_deliveries d ON d.summary_sid = a.summary_sid
 WHERE a.attempted_at >= :start AND a.attempted_at < :end
-GROUP BY 1, 2, 3""")
+GROUP BY 1, 2""")
 _CACHED = text("SELECT hour, metric, value FROM console_chart_hours WHERE hour >= :start AND hour < :end")
-_KEEP = text("INSERT INTO console_chart_hours (hour, metric, value) VALUES (:hour, :metric, :value) "
-             "ON CONFLICT DO NOTHING")
+_CACHED_HOSTS = text("SELECT hour, host, delivered, retry, failed FROM console_host_hours "
+                     "WHERE hour >= :start AND hour < :end")
+_KEEP = text("INSERT INTO console_chart_hours (hour, metric, value) SELECT * FROM unnest(CAST(:hours AS timestamptz[]), "
+             "CAST(:metrics AS text[]), CAST(:values AS float8[])) ON CONFLICT DO NOTHING")
+_KEEP_HOSTS = text("INSERT INTO console_host_hours (hour, host, delivered, retry, failed) SELECT * FROM unnest("
+                   "CAST(:hours AS timestamptz[]), CAST(:hosts AS text[]), CAST(:delivered AS int[]), "
+                   "CAST(:retry AS int[]), CAST(:failed AS int[])) ON CONFLICT DO NOTHING")
+COMPUTE_SPAN = dt.timedelta(days=1)  # missing hours are computed (and kept) a day at a time
 
 
-def _compute(session: Session, start: dt.datetime, end: dt.datetime) -> dict[dt.datetime, dict[str, float]]:
+class _Kind:
+    """What one cache holds, and how it computes and keeps an hour: the charts' global metrics, or each
+    destination host's attempts by outcome."""
+
+    def __init__(self, cached, compute, keep):
+        self.cached, self.compute, self.keep = cached, compute, keep
+
+
+def _global(session: Session, start: dt.datetime, end: dt.datetime) -> dict[dt.datetime, dict[str, float]]:
     hours: dict[dt.datetime, dict[str, float]] = {}
-
-    def put(hour, metric, value):
-        hours.setdefault(hour, {})[metric] = value
-
-    for row in session.execute(_EVENTS, {"start": start, "end": end}):
-        put(row.hour, row.metric, row.value)
+    for statement in (_EVENTS, _OUTCOMES):
+        for row in session.execute(statement, {"start": start, "end": end}):
+            hours.setdefault(row.hour, {})[row.metric] = row.value
     for row in session.execute(_DURATIONS, {"start": start, "end": end}):
-        put(row.hour, "duration.p50", row.p50)
-        put(row.hour, "duration.p95", row.p95)
-    for row in session.execute(_ATTEMPTS, {"start": start, "end": end}):
-        metrics = hours.setdefault(row.hour, {})
-        metrics[f"callbacks.{row.outcome}"] = metrics.get(f"callbacks.{row.outcome}", 0) + row.value
-        metrics[f"host.{row.outcome}:{row.host}"] = row.value
+        hours.setdefault(row.hour, {}).update({"duration.p50": row.p50, "duration.p95": row.p95})
     return hours
 
 
-def hourly(hours: int, now: dt.datetime | None = None) -> list[tuple[dt.datetime, dict[str, float]]]:
-    """The last `hours` hours, oldest first, each with its metrics (absent: zero, or no time measured)."""
+def _hosts(session: Session, start: dt.datetime, end: dt.datetime) -> dict[dt.datetime, dict[str, tuple]]:
+    hours: dict[dt.datetime, dict[str, tuple]] = {}
+    for row in session.execute(_HOSTS, {"start": start, "end": end}):
+        hours.setdefault(row.hour, {})[row.host] = (row.delivered, row.retry, row.failed)
+    return hours
+
+
+def _keep_global(session: Session, hour: dt.datetime, metrics: dict[str, float]) -> None:
+    rows = [(COMPUTED, None), *metrics.items()]
+    session.execute(_KEEP, {"hours": [hour] * len(rows), "metrics": [m for m, _ in rows], "values": [v for _, v in rows]})
+
+
+def _keep_hosts(session: Session, hour: dt.datetime, hosts: dict[str, tuple]) -> None:
+    rows = [("", (0, 0, 0)), *hosts.items()]  # "": the marker of a computed hour
+    session.execute(_KEEP_HOSTS, {"hours": [hour] * len(rows), "hosts": [h for h, _ in rows],
+                                  "delivered": [c[0] for _, c in rows], "retry": [c[1] for _, c in rows],
+                                  "failed": [c[2] for _, c in rows]})
+
+
+def _read_global(session: Session, start, end):
+    found, cached = {}, set()
+    for row in session.execute(_CACHED, {"start": start, "end": end}):
+        if row.metric == COMPUTED:
+            cached.add(row.hour)
+        elif row.value is not None:
+            found.setdefault(row.hour, {})[row.metric] = row.value
+    return found, cached
+
+
+def _read_hosts(session: Session, start, end):
+    found, cached = {}, set()
+    for row in session.execute(_CACHED_HOSTS, {"start": start, "end": end}):
+        if row.host == "":
+            cached.add(row.hour)
+        else:
+            found.setdefault(row.hour, {})[row.host] = (row.delivered, row.retry, row.failed)
+    return found, cached
+
+
+GLOBAL = _Kind(_read_global, _global, _keep_global)
+HOSTS = _Kind(_read_hosts, _hosts, _keep_hosts)
+
+
+def hourly(hours: int, now: dt.datetime | None = None, kind: _Kind = GLOBAL) -> list[tuple[dt.datetime, dict]]:
+    """The last `hours` hours, oldest first, each with its figures (GLOBAL: metric -> value, absent
+    meaning zero or nothing measured; HOSTS: host -> (delivered, retry, failed))."""
     now = now or dt.datetime.now(dt.timezone.utc)
     current = now.replace(minute=0, second=0, microsecond=0)
     first = current - (hours - 1) * HOUR
     settled_end = (now - SETTLE).replace(minute=0, second=0, microsecond=0)  # hours before it are cached
-    found: dict[dt.datetime, dict[str, float]] = {}
     with Session(get_engine()) as session:
-        cached = set()
-        for row in session.execute(_CACHED, {"start": first, "end": settled_end}):
-            if row.metric == COMPUTED:
-                cached.add(row.hour)
-            elif row.value is not None:
-                found.setdefault(row.hour, {})[row.metric] = row.value
-        missing = [first + n * HOUR for n in range(hours) if first + n * HOUR < settled_end
-                   and first + n * HOUR not in cached]
-        if missing:
-            computed = _compute(session, missing[0], missing[-1] + HOUR)
-            for hour in missing:
-                metrics = computed.get(hour, {})
-                found[hour] = metrics
-                session.execute(_KEEP, [{"hour": hour, "metric": COMPUTED, "value": None},
-                                        *({"hour": hour, "metric": m, "value": v} for m, v in metrics.items())])
+        found, cached = kind.cached(session, first, settled_end)
+        missing = [first + n * HOUR for n in range(hours)
+                   if first + n * HOUR < settled_end and first + n * HOUR not in cached]
+        while missing:  # a day at a time, each kept at once: a long gap never makes one long statement
+            span = [hour for hour in missing if hour < missing[0] + COMPUTE_SPAN]
+            computed = kind.compute(session, span[0], span[-1] + HOUR)
+            for hour in span:
+                found[hour] = computed.get(hour, {})
+                kind.keep(session, hour, found[hour])
             session.commit()
+            missing = missing[len(span):]
         if settled_end <= current:
-            found.update(_compute(session, settled_end, current + HOUR))
+            found.update(kind.compute(session, settled_end, current + HOUR))
     return [(first + n * HOUR, found.get(first + n * HOUR, {})) for n in range(hours)]
 
 
@@ -160,30 +213,26 @@ def charts(range_name: str) -> list[Chart]:
 
 def destinations(hours: int = 24) -> list[dict]:
     """Per destination host over the last `hours`: attempts by outcome and the success rate, and
-    whether it is failing now (its latest hours with attempts have failures and no delivery)."""
+    since when it fails (the first hour with failures after its last hour with a delivery)."""
     table: dict[str, dict] = {}
-    counted = hourly(hours)
-    for hour, metrics in counted:
-        for metric, value in metrics.items():
-            if not metric.startswith("host."):
-                continue
-            outcome, _, host = metric[len("host."):].partition(":")
-            entry = table.setdefault(host, {"host": host, **{o: 0 for o in OUTCOMES}, "failing_since": None,
-                                            "_last_ok": None})
-            entry[outcome] += value
-            if outcome == "delivered" and value:
-                entry["_last_ok"] = hour
-    for entry in table.values():
-        attempts = sum(entry[o] for o in OUTCOMES)
-        entry["attempts"] = attempts
-        entry["success_rate"] = entry["delivered"] / attempts if attempts else None
-    for hour, metrics in counted:
-        for entry in table.values():
-            failed = metrics.get(f"host.failed:{entry['host']}", 0) + metrics.get(f"host.retry:{entry['host']}", 0)
-            if failed and entry["failing_since"] is None and (entry["_last_ok"] is None or hour > entry["_last_ok"]):
+    last_ok: dict[str, dt.datetime] = {}
+    counted = hourly(hours, kind=HOSTS)
+    for hour, hosts in counted:
+        for host, (delivered, retry, failed) in hosts.items():
+            entry = table.setdefault(host, {"host": host, "delivered": 0, "retry": 0, "failed": 0,
+                                            "failing_since": None})
+            entry["delivered"] += delivered
+            entry["retry"] += retry
+            entry["failed"] += failed
+            if delivered:
+                last_ok[host] = hour
+    for hour, hosts in counted:
+        for host, (delivered, retry, failed) in hosts.items():
+            entry = table[host]
+            if (retry or failed) and entry["failing_since"] is None and (host not in last_ok or hour > last_ok[host]):
                 entry["failing_since"] = hour
-    rows = sorted(table.values(), key=lambda e: (e["success_rate"] if e["success_rate"] is not None else 1,
+    for entry in table.values():
+        entry["attempts"] = entry["delivered"] + entry["retry"] + entry["failed"]
+        entry["success_rate"] = entry["delivered"] / entry["attempts"] if entry["attempts"] else None
+    return sorted(table.values(), key=lambda e: (e["success_rate"] if e["success_rate"] is not None else 1,
                                                  -e["attempts"]))
-    for entry in rows:
-        del entry["_last_ok"]
-    return rows

@@ -4,6 +4,7 @@ console/queries.py and console/charts.py (what only the console shows), and rend
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -60,20 +61,30 @@ def _hour(value) -> str:
 FILTERS = {"when": _when, "hour": _hour, "url": _url, "days": lambda value: format(value, ".10g"), "ago": _ago, "since": _since, "percent": _percent, "number": _number,
            "urlencode": lambda values: urlencode(values)}
 
-# Workers answer a ping within a second; the overview asks at most every WORKERS_TTL_S per process,
-# and waits only PING_TIMEOUT_S: a page must not wait a second for the slowest worker each time.
-WORKERS_TTL_S, PING_TIMEOUT_S = 10.0, 0.3
-_workers_cache: dict = {"at": 0.0, "value": None}
+# Which workers are alive, asked in the background every WORKERS_EVERY_S by one thread (a greenlet,
+# under the console's gevent workers) per process: a ping waits out its whole timeout whoever answers,
+# and no page waits for it. A page shows the last answer; the first ones after a start, "asking".
+WORKERS_EVERY_S, PING_TIMEOUT_S = 10.0, 1.0
+_workers_seen: dict = {"value": None, "thread": None}
+_workers_lock = threading.Lock()
+
+
+def _ask_workers_forever() -> None:
+    while True:
+        try:
+            _workers_seen["value"] = views.workers(PING_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - Redis down: shown as unknown; asked again next time
+            _workers_seen["value"] = None
+        time.sleep(WORKERS_EVERY_S)
 
 
 def _workers():
-    if time.monotonic() - _workers_cache["at"] > WORKERS_TTL_S:
-        try:
-            _workers_cache["value"] = views.workers(PING_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - Redis down: shown as unknown, the rest of the page stands
-            _workers_cache["value"] = None
-        _workers_cache["at"] = time.monotonic()
-    return _workers_cache["value"]
+    with _workers_lock:
+        if _workers_seen["thread"] is None:
+            _workers_seen["thread"] = threading.Thread(target=_ask_workers_forever, name="console-workers",
+                                                       daemon=True)
+            _workers_seen["thread"].start()
+    return _workers_seen["value"]
 
 
 def _scheduler() -> dict:
@@ -90,9 +101,10 @@ def overview(console, request) -> Response:
     range_name = request.query.get("range", "24h")
     if range_name not in charts.RANGES:
         raise HttpError(400, "range is 24h or 7d")
-    state = views.status(ping_timeout_s=PING_TIMEOUT_S, with_workers=False)
-    state["workers"] = _workers() if state["queues"] is not None else None
-    return console.render(request, "overview.html", state=state, scheduler=_scheduler(),
+    queues, redis_state = views.queues()
+    return console.render(request, "overview.html", queues=queues, redis_state=redis_state,
+                          counts=queries.overview(), workers=_workers() if queues is not None else None,
+                          scheduler=_scheduler(),
                           charts=charts.charts(range_name), range_name=range_name, ranges=list(charts.RANGES),
                           refresh=request.query.get("refresh") == "1")
 

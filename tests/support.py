@@ -22,7 +22,7 @@ from shared.accounts.sids import CALL, new_sid
 from shared.models import Account, Call, CallFeedback
 from shared.platform.embedded import free_port  # noqa: F401  (the tests take it from here)
 
-TABLES = ("console_chart_hours", "console_sign_in_failures", "console_users", "account_activity", "summary_events", "daily_calls", "daily_feedback", "calls_rollup_deltas", "feedback_rollup_deltas", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_annotations", "call_feedback", "calls", "accounts")
+TABLES = ("console_host_hours", "console_chart_hours", "console_sign_in_failures", "console_users", "account_activity", "summary_events", "daily_calls", "daily_feedback", "calls_rollup_deltas", "feedback_rollup_deltas", "callback_attempts", "callback_deliveries", "idempotency_keys", "feedback_summaries", "call_annotations", "call_feedback", "calls", "accounts")
 
 FORM = {"StartDate": "2024-01-01", "EndDate": "2024-01-31"}  # a create's form: January 2024
 
@@ -227,10 +227,13 @@ def summary_in(engine: Engine, account: Account, status: str = "queued", reason:
 def backdate(engine: Engine, table: str, sids: list[str], days: float = 0, column: str = "date_updated",
              key: str = "sid") -> None:
     """The tests' one time machine: as if these rows were last changed `days` ago (no code path of the
-    service writes the past, so the tests do, here only)."""
+    service writes the past, so the tests do, here only). A summary last changed then was created no
+    later (the purge's count relies on it)."""
     assert table in ("feedback_summaries", "callback_deliveries") and column in ("date_updated", "lease_expires_at")
+    also = (", date_created = LEAST(date_created, now() - make_interval(secs => :s))"
+            if (table, column) == ("feedback_summaries", "date_updated") else "")
     with engine.begin() as connection:
-        connection.execute(text(f"UPDATE {table} SET {column} = now() - make_interval(secs => :s) "
+        connection.execute(text(f"UPDATE {table} SET {column} = now() - make_interval(secs => :s){also} "
                                 f"WHERE {key} = ANY(:sids)"), {"s": days * 86400, "sids": list(sids)})
 
 

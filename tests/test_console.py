@@ -506,3 +506,22 @@ def test_a_bulk_redelivery_refuses_a_rate_under_the_floor(operator, engine, acco
                                   {"account": "AC" + "0" * 32, "address": "not an address"}])
 def test_closing_a_circuit_takes_an_account_sid_and_an_ip_address_only(operator, form):
     assert operator.post("/circuits/close", form).status == 400
+
+
+def test_a_host_filter_pages_the_same_whether_the_host_has_few_deliveries_or_many(operator, engine, account,
+                                                                                   monkeypatch):
+    from console import queries
+
+    mine = [delivery_for(engine, account, "failed", host="rare.example.com") for _ in range(53)]
+    delivery_for(engine, account, "failed", host="other.example.com")
+
+    def pages() -> list[str]:
+        first = operator.get("/summaries?host=rare.example.com")
+        older = html.unescape(re.search(r'rel="next" href="([^"]+)"', first.body).group(1))
+        return [*re.findall(r'href="/summaries/(FS\w+)"', first.body),
+                *re.findall(r'href="/summaries/(FS\w+)"', operator.get(older).body)]
+
+    few = pages()  # fetched by host, then sorted
+    monkeypatch.setattr(queries, "FEW_DELIVERIES", 1)
+    assert pages() == few and sorted(few) == sorted(mine)  # walked newest first: the same pages
+    assert "No summary matches." in operator.get("/summaries?host=never.example.com").body

@@ -43,18 +43,25 @@ def scanning_session() -> Session:
     return session
 
 
-def status(ping_timeout_s: float = 1.0, with_workers: bool = True) -> dict:
-    """The system as PostgreSQL and Redis see it. Redis down is when an operator looks most: its
-    part (queues, workers) is then None and `redis` says why, and the rest is still shown."""
-    queues: dict | None = {}
-    redis_state = "ok"
+def queues() -> tuple[dict | None, str]:
+    """Each queue's depth and the age of its oldest message, and Redis's state ("ok", or why not:
+    then the queues are None)."""
+    found: dict = {}
     try:
         redis = get_redis()
         for queue in (SUMMARIES_QUEUE, CALLBACKS_QUEUE):
             depth, age = queue_depth(redis, queue)
-            queues[queue] = {"depth": depth, "oldest_age_s": None if age is None else round(age, 1)}
+            found[queue] = {"depth": depth, "oldest_age_s": None if age is None else round(age, 1)}
     except RedisError as error:
-        queues, redis_state = None, f"unreachable: {type(error).__name__}"
+        return None, f"unreachable: {type(error).__name__}"
+    return found, "ok"
+
+
+def status(ping_timeout_s: float = 1.0) -> dict:
+    """The system as PostgreSQL and Redis see it, every row counted (the console counts what stays
+    small, console/queries.py). Redis down is when an operator looks most: its part (queues,
+    workers) is then None and `redis` says why, and the rest is still shown."""
+    queues_found, redis_state = queues()
     with scanning_session() as session:
         by_status = dict(session.execute(select(FeedbackSummary.status, func.count())
                                          .group_by(FeedbackSummary.status)).all())
@@ -66,11 +73,11 @@ def status(ping_timeout_s: float = 1.0, with_workers: bool = True) -> dict:
                                           .group_by(CallbackDelivery.state)).all())
     return {
         "redis": redis_state,
-        "queues": queues,
+        "queues": queues_found,
         "summaries": {**{s: by_status.get(s, 0) for s in ("queued", "in-progress", "completed", "failed")},
                       "oldest_queued_age_s": _age_s(oldest_queued), "expired_leases": expired},
         "deliveries": {s: deliveries.get(s, 0) for s in ("pending", "delivered", "failed")},
-        "workers": workers(ping_timeout_s) if queues is not None and with_workers else None,
+        "workers": workers(ping_timeout_s) if queues_found is not None else None,
     }
 
 

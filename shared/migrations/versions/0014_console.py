@@ -55,6 +55,14 @@ CREATE TABLE console_chart_hours (
     value double precision,
     PRIMARY KEY (hour, metric)
 );
+CREATE TABLE console_host_hours (
+    hour timestamptz NOT NULL,
+    host text NOT NULL,
+    delivered integer NOT NULL,
+    retry integer NOT NULL,
+    failed integer NOT NULL,
+    PRIMARY KEY (hour, host)
+);
 """
 
 
@@ -86,4 +94,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     set_lock_timeout()
     _outside_a_transaction(*(f"DROP INDEX CONCURRENTLY IF EXISTS {name}" for name in INDEXES))
-    op.execute("DROP TABLE console_chart_hours, account_activity, console_sign_in_failures, console_users")
+    op.execute("DROP TABLE console_host_hours, console_chart_hours, account_activity, console_sign_in_failures, "
+               "console_users")
