@@ -189,8 +189,9 @@ class Browser:
             self.driver.service.stop()
 
 
-def scheduler(driver) -> str:
-    return driver.find_element(By.XPATH, "//section[@class='cards']//tr[th='scheduler']/td").text
+def _settled(driver) -> bool:
+    processes = driver.find_element(By.XPATH, "//article[h2='Processes']").text
+    return "swept" in processes and "asking them" not in processes and "silent" not in processes
 
 
 def tour(browser: Browser, user: str, password: str) -> None:
@@ -203,10 +204,11 @@ def tour(browser: Browser, user: str, password: str) -> None:
     if not driver.find_elements(By.CSS_SELECTOR, "form.who"):
         raise RuntimeError(f"signing in as {user} failed: {driver.find_element(By.CSS_SELECTOR, 'p.problem').text}")
 
-    # Until the scheduler's first sweep the overview calls it silent, and rightly so: wait for it.
+    # Until the scheduler's first sweep and the console's first ping of the workers the overview says
+    # so ("no sweep recorded yet", "asking them"): wait until it shows them alive.
     deadline = time.monotonic() + SWEEP_WAIT_S
     browser.open("/")
-    while "silent" in scheduler(driver) and time.monotonic() < deadline:
+    while not _settled(driver) and time.monotonic() < deadline:
         time.sleep(2)
         browser.open("/")
     browser.shot("overview")
