@@ -63,28 +63,43 @@ FILTERS = {"when": _when, "hour": _hour, "url": _url, "days": lambda value: form
 
 # Which workers are alive, asked in the background every WORKERS_EVERY_S by one thread (a greenlet,
 # under the console's gevent workers) per process: a ping waits out its whole timeout whoever answers,
-# and no page waits for it. A page shows the last answer; the first ones after a start, "asking".
-WORKERS_EVERY_S, PING_TIMEOUT_S = 10.0, 1.0
-_workers_seen: dict = {"value": None, "thread": None}
+# and no page waits for it. A page shows the last answer; the first ones after a start, "asking". The
+# thread asks only while someone looks: it ends WORKERS_IDLE_S after the last overview, and the next
+# starts it again (or at once, stop_asking_workers()).
+WORKERS_EVERY_S, WORKERS_IDLE_S, PING_TIMEOUT_S = 10.0, 120.0, 1.0
+_workers_seen: dict = {"value": None, "thread": None, "wanted_at": 0.0}
 _workers_lock = threading.Lock()
+_workers_stop = threading.Event()
 
 
-def _ask_workers_forever() -> None:
-    while True:
+def _ask_workers_while_wanted() -> None:
+    while not _workers_stop.is_set() and time.monotonic() - _workers_seen["wanted_at"] < WORKERS_IDLE_S:
         try:
             _workers_seen["value"] = views.workers(PING_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - Redis down: shown as unknown; asked again next time
             _workers_seen["value"] = None
-        time.sleep(WORKERS_EVERY_S)
+        _workers_stop.wait(WORKERS_EVERY_S)
 
 
 def _workers():
     with _workers_lock:
-        if _workers_seen["thread"] is None:
-            _workers_seen["thread"] = threading.Thread(target=_ask_workers_forever, name="console-workers",
+        _workers_seen["wanted_at"] = time.monotonic()
+        thread = _workers_seen["thread"]
+        if thread is None or not thread.is_alive():
+            _workers_stop.clear()
+            _workers_seen["thread"] = threading.Thread(target=_ask_workers_while_wanted, name="console-workers",
                                                        daemon=True)
             _workers_seen["thread"].start()
     return _workers_seen["value"]
+
+
+def stop_asking_workers() -> None:
+    """End the background pings now (a test's console is done; its Redis is the next test's)."""
+    _workers_stop.set()
+    thread = _workers_seen["thread"]
+    if thread is not None:
+        thread.join(timeout=2 * PING_TIMEOUT_S + 1)
+    _workers_seen.update(value=None, thread=None)
 
 
 def _scheduler() -> dict:

@@ -20,6 +20,16 @@ PAGES = ("/", "/?range=7d", "/summaries", "/summaries?status=failed", "/deliveri
          "/destinations", "/accounts", "/purge", "/purge?days=1")
 
 
+@pytest.fixture(autouse=True)
+def _no_pings_left_behind():
+    """The overview asks the workers from a thread of this process: stopped after each test, or its
+    pings (kombu's reply bindings in Redis) would show in the next test's snapshot of Redis."""
+    from console import pages
+
+    yield
+    pages.stop_asking_workers()
+
+
 @pytest.fixture
 def console(engine, redis_client):
     from console.app import Console

@@ -14,7 +14,7 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -108,9 +108,25 @@ def go(browser: Browser, element) -> None:
     loaded(browser, page)
 
 
+def _gone(page):
+    """staleness_of, also when chromedriver, asked in the middle of the navigation, answers that the
+    node "does not belong to the document" (an unknown error, not a stale element: seen in a full run)."""
+    stale = staleness_of(page)
+
+    def predicate(driver) -> bool:
+        try:
+            return stale(driver)
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+
+    return predicate
+
+
 def loaded(browser: Browser, page, timeout_s: float = 60) -> None:
     """Wait until `page` (its html element) is gone and the page after it has loaded in full."""
-    WebDriverWait(browser.driver, timeout_s, 0.05).until(staleness_of(page))
+    WebDriverWait(browser.driver, timeout_s, 0.05).until(_gone(page))
     WebDriverWait(browser.driver, timeout_s, 0.05).until(
         lambda driver: driver.execute_script("return document.readyState") == "complete")
 
