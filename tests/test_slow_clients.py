@@ -56,26 +56,33 @@ def probe_healthz(base_url: str, seconds: float) -> list[float]:
     return latencies
 
 
+def dripping(base_url: str, heads: list[bytes], seconds: float) -> tuple[list[float], dict[int, tuple[float, bytes]]]:
+    """DRIPPERS connections, each sending heads[i % len(heads)] then a byte every 0.5 s, while /healthz
+    is probed for 5 s: the probe's latencies, and how each dripper ended."""
+    host, port = base_url.removeprefix("http://").split(":")
+    outcome: dict[int, tuple[float, bytes]] = {}
+    threads = [threading.Thread(target=drip, args=(host, int(port), heads[i % len(heads)], b"X", seconds, outcome, i),
+                                daemon=True) for i in range(DRIPPERS)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # let every dripper connect first
+    latencies = probe_healthz(base_url, 5)
+    for thread in threads:
+        thread.join(timeout=20)
+    return latencies, outcome
+
+
 @pytest.mark.parametrize("what", ["headers", "body"])
 def test_dripping_clients_never_stop_the_api_and_are_cut_off_at_their_deadline(service_urls, tmp_path, what):
     process, base_url = gunicorn(tmp_path, workers=2, env={"REQUEST_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
                                                           "REQUEST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
     try:
-        host, port = base_url.removeprefix("http://").split(":")
         if what == "headers":
             head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
         else:
             head = (b"POST /twilio/voice/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
                     b"\r\nContent-Length: 1000\r\n\r\n")
-        outcome: dict[int, tuple[float, bytes]] = {}
-        threads = [threading.Thread(target=drip, args=(host, int(port), head, b"X", 12, outcome, i), daemon=True)
-                   for i in range(DRIPPERS)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.5)  # let every dripper connect first
-        latencies = probe_healthz(base_url, 5)
-        for thread in threads:
-            thread.join(timeout=20)
+        latencies, outcome = dripping(base_url, [head], 12)
     finally:
         process.stop()
     assert len(latencies) >= 15 and max(latencies) < 1.0, latencies
@@ -97,19 +104,10 @@ def test_dripping_clients_never_stop_the_console(service_urls, tmp_path):
 
     process, base_url = console_server(tmp_path, env={"REQUEST_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)})
     try:
-        host, port = base_url.removeprefix("http://").split(":")
         heads = [b"GET / HTTP/1.1\r\nHost: x\r\n",
                  b"POST /sign-in HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                  b"Content-Length: 1000\r\n\r\n"]
-        outcome: dict[int, tuple[float, bytes]] = {}
-        threads = [threading.Thread(target=drip, args=(host, int(port), heads[i % 2], b"X", 8, outcome, i), daemon=True)
-                   for i in range(DRIPPERS)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.5)
-        latencies = probe_healthz(base_url, 5)
-        for thread in threads:
-            thread.join(timeout=20)
+        latencies, outcome = dripping(base_url, heads, 8)
     finally:
         process.stop()
     assert len(latencies) >= 15 and max(latencies) < 1.0, latencies

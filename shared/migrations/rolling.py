@@ -1,6 +1,7 @@
 """What lets a revision be applied while the previous release keeps running (a rolling deploy).
 
-- Every revision starts with `set_lock_timeout()`: a revision waiting for a table lock queues every
+- Every revision starts with `set_lock_timeout()` (statements that cannot run in a transaction, such
+  as CREATE INDEX CONCURRENTLY, go through `outside_a_transaction()` with the same timeout): a revision waiting for a table lock queues every
   later writer of that table behind it, so it gives up after `lock_timeout` (5 s unless `summaries
   migrate --lock-timeout` says otherwise) instead of stalling the service; `summaries migrate`
   (cli/migrate.py) then tries the revision again after a pause. Each revision commits on its own
@@ -67,3 +68,18 @@ def in_batches(step: Callable[[Connection, int], bool]) -> None:
                 with connection.begin():
                     set_lock_timeout(connection)
                     more = step(connection, size)
+
+
+def outside_a_transaction(*statements: str) -> None:
+    """Run statements that cannot run in a transaction (CREATE INDEX CONCURRENTLY), each committed as
+    it runs. Session settings (there is no transaction for SET LOCAL): the lock timeout every revision
+    has, and no statement timeout a role may have (docs/pgbouncer.md)."""
+    with op.get_context().autocommit_block():
+        op.execute(f"SET lock_timeout = '{lock_timeout()}'")
+        op.execute("SET statement_timeout = 0")
+        try:
+            for statement in statements:
+                op.execute(statement)
+        finally:
+            op.execute("RESET lock_timeout")
+            op.execute("RESET statement_timeout")

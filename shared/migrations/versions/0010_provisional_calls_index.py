@@ -11,7 +11,7 @@ Revises: 0009
 
 from alembic import op
 
-from shared.migrations.rolling import lock_timeout, set_lock_timeout
+from shared.migrations.rolling import outside_a_transaction, set_lock_timeout
 
 revision = "0010"
 down_revision = "0009"
@@ -21,29 +21,15 @@ depends_on = None
 INDEX = "calls_provisional_start_time"
 
 
-def _outside_a_transaction(*statements: str) -> None:
-    with op.get_context().autocommit_block():
-        # Session settings here (there is no transaction for SET LOCAL): waits for a lock as every
-        # revision does, and no statement timeout a role may have (docs/pgbouncer.md).
-        op.execute(f"SET lock_timeout = '{lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        try:
-            for statement in statements:
-                op.execute(statement)
-        finally:
-            op.execute("RESET lock_timeout")
-            op.execute("RESET statement_timeout")
-
-
 def upgrade() -> None:
     set_lock_timeout()
     invalid = op.get_bind().exec_driver_sql(
         "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         f"WHERE c.relname = '{INDEX}' AND NOT i.indisvalid").first()
-    _outside_a_transaction(*([f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}"] if invalid else []),
+    outside_a_transaction(*([f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}"] if invalid else []),
                            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON calls (start_time) WHERE provisional")
 
 
 def downgrade() -> None:
     set_lock_timeout()
-    _outside_a_transaction(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
+    outside_a_transaction(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")

@@ -11,7 +11,7 @@ Revises: 0013
 
 from alembic import op
 
-from shared.migrations.rolling import lock_timeout, set_lock_timeout
+from shared.migrations.rolling import outside_a_transaction, set_lock_timeout
 
 revision = "0014"
 down_revision = "0013"
@@ -66,18 +66,6 @@ CREATE TABLE console_host_hours (
 """
 
 
-def _outside_a_transaction(*statements: str) -> None:
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        try:
-            for statement in statements:
-                op.execute(statement)
-        finally:
-            op.execute("RESET lock_timeout")
-            op.execute("RESET statement_timeout")
-
-
 def upgrade() -> None:
     set_lock_timeout()
     op.execute(TABLES)
@@ -88,11 +76,11 @@ def upgrade() -> None:
         if name in invalid:
             statements.append(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         statements.append(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} {what}")
-    _outside_a_transaction(*statements)
+    outside_a_transaction(*statements)
 
 
 def downgrade() -> None:
     set_lock_timeout()
-    _outside_a_transaction(*(f"DROP INDEX CONCURRENTLY IF EXISTS {name}" for name in INDEXES))
+    outside_a_transaction(*(f"DROP INDEX CONCURRENTLY IF EXISTS {name}" for name in INDEXES))
     op.execute("DROP TABLE console_host_hours, console_chart_hours, account_activity, console_sign_in_failures, "
                "console_users")
